@@ -1,0 +1,56 @@
+"""Running the gateway: an aiohttp server on uvloop with handler cancellation on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from .config import GatewayConfig
+from .server import Gateway
+
+__all__ = ["run_server", "start_server"]
+
+log = logging.getLogger("sluicegate")
+
+
+async def start_server(
+    config: GatewayConfig, gateway: Gateway | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start serving in the running loop; returns the runner and the bound port.
+
+    ``handler_cancellation=True`` makes aiohttp cancel a handler when its client disconnects,
+    which is what stops upstream work at once. Port 0 binds a free port.
+    """
+    gateway = gateway or Gateway(config)
+    runner = web.AppRunner(gateway.build_app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=2048)
+    await site.start()
+    port = config.server.port
+    for address in runner.addresses:
+        port = int(address[1])
+        break
+    return runner, port
+
+
+def run_server(config: GatewayConfig, on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until interrupted (blocking). Uses uvloop when installed."""
+
+    async def main() -> None:
+        runner, port = await start_server(config)
+        if on_ready is not None:
+            on_ready(port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

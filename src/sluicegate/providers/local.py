@@ -1,0 +1,117 @@
+"""The embedded local provider: OpenAI-dialect chunks from a ``LocalEngine``.
+
+Chat requests are rendered with the transcript format of ``sluicegate.local.prompt``; text
+completion prompts go to the model as they are. Every choice opens with a role chunk
+(``delta: {"role": "assistant", "content": ""}``), then one chunk per decoded piece, then a
+finish chunk (``stop`` or ``length``), then one usage chunk counted by the model's tokenizer.
+
+The model is text-only: a content part other than ``text`` is a 400 naming the part.
+Closing the stream cancels the job; the engine stops before its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from ..chunks import Chunk, Kind, chat_chunk, make_usage, text_chunk, usage_chunk
+from ..errors import GatewayError, InvalidRequestError, UpstreamError
+from ..local.engine import Finished, GenerationParams, Job, LocalEngine, Piece
+from ..local.prompt import TURN_STOPS, render_chat_prompt
+from ..schemas import ChatRequest, CompletionRequest
+from .base import ChunkStream, Target
+
+__all__ = ["LocalProvider", "LocalStream"]
+
+
+class LocalStream(ChunkStream):
+    """Chunks of one local job, in order; ``aclose()`` cancels the job."""
+
+    usage_source = "tokenizer"
+
+    def __init__(self, job: Job, kind: Kind) -> None:
+        self._job = job
+        self._kind = kind
+
+    async def _iterate(self) -> AsyncIterator[Chunk]:
+        job = self._job
+        chat = self._kind == "chat"
+        started = -1
+        while True:
+            item = await job.queue.get()
+            if isinstance(item, Piece):
+                if chat:
+                    if item.index != started:
+                        started = item.index
+                        yield chat_chunk(item.index, {"role": "assistant", "content": ""})
+                    if item.text:
+                        yield chat_chunk(item.index, {"content": item.text})
+                    if item.finish_reason is not None:
+                        yield chat_chunk(item.index, {}, item.finish_reason)
+                else:
+                    yield text_chunk(item.index, item.text, item.finish_reason)
+            elif isinstance(item, Finished):
+                yield usage_chunk(
+                    self._kind, make_usage(item.prompt_tokens, item.completion_tokens)
+                )
+                return
+            elif isinstance(item, GatewayError):
+                raise item
+            else:
+                raise UpstreamError(f"Local generation failed: {item}") from item
+
+    async def aclose(self) -> None:
+        self._job.cancel()
+
+
+def _params(
+    request: ChatRequest | CompletionRequest, extra_stops: tuple[str, ...], *, trim: bool
+) -> GenerationParams:
+    defaults = GenerationParams()
+    return GenerationParams(
+        max_tokens=request.token_limit,
+        temperature=defaults.temperature if request.temperature is None else request.temperature,
+        top_p=defaults.top_p if request.top_p is None else request.top_p,
+        stop=(*request.stop_list(), *extra_stops),
+        seed=request.seed,
+        n=request.n,
+        trim=trim,
+    )
+
+
+def _check_text_only(request: ChatRequest) -> None:
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if part.get("type") != "text":
+                    raise InvalidRequestError(
+                        f"This model is text-only: content part type {part.get('type')!r} is "
+                        "not supported.",
+                        param=f"messages.{i}.content.{j}",
+                    )
+
+
+class LocalProvider:
+    """Serves one ``LocalEngine`` (provider name ``local``)."""
+
+    def __init__(self, engine: LocalEngine, name: str = "local") -> None:
+        self.name = name
+        self.engine = engine
+
+    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
+        _check_text_only(request)
+        prompt = render_chat_prompt(request.messages)
+        return await self._open(prompt, _params(request, TURN_STOPS, trim=True), "chat")
+
+    async def open_text(self, request: CompletionRequest, target: Target) -> ChunkStream:
+        return await self._open(request.prompt_text(), _params(request, (), trim=False), "text")
+
+    async def _open(self, prompt: str, params: GenerationParams, kind: Kind) -> ChunkStream:
+        loop = asyncio.get_running_loop()
+        if not self.engine.loaded:
+            await asyncio.to_thread(self.engine.load)
+        job = self.engine.submit(prompt, params, loop)
+        return LocalStream(job, kind)
+
+    async def aclose(self) -> None:
+        self.engine.close()

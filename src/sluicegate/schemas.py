@@ -1,0 +1,155 @@
+"""Validated request types for the OpenAI-compatible endpoints.
+
+Shapes follow the OpenAI API reference (Chat Completions and legacy Completions). Unknown fields
+are kept (``extra="allow"``) so they reach an OpenAI-compatible upstream unchanged.
+``parse_chat_request`` and ``parse_completion_request`` raise ``InvalidRequestError`` (400) with
+``param`` naming the offending field, e.g. ``messages.0.role``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import InvalidRequestError
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "CompletionRequest",
+    "parse_chat_request",
+    "parse_completion_request",
+]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ChatMessage(_Lenient):
+    """One chat message. ``content`` is a string, a list of content parts, or null."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """The message's text: a string content, or its ``text`` parts joined."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+
+
+class _SamplingRequest(_Lenient):
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    model: str = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int = Field(default=1, ge=1, le=16)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The JSON body as the client sent it (for pass-through to an OpenAI upstream)."""
+        return self._raw
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def stop_list(self) -> list[str]:
+        """``stop`` as a list (empty strings dropped)."""
+        if self.stop is None:
+            return []
+        items = [self.stop] if isinstance(self.stop, str) else self.stop
+        return [s for s in items if s]
+
+
+class ChatRequest(_SamplingRequest):
+    """``POST /v1/chat/completions`` body."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        """``max_completion_tokens`` if given, else ``max_tokens`` (tokens)."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_SamplingRequest):
+    """``POST /v1/completions`` body (legacy text completions). ``prompt`` is one string."""
+
+    prompt: str | list[str]
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and len(v) != 1:
+            raise ValueError("only a single prompt is supported")
+        return v
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+def _raise_invalid(exc: ValidationError) -> InvalidRequestError:
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"]) or None
+    msg = err["msg"]
+    return InvalidRequestError(f"Invalid value for '{param}': {msg}" if param else msg, param=param)
+
+
+def parse_chat_request(body: object) -> ChatRequest:
+    """Validate a decoded JSON body. Raises ``InvalidRequestError`` (400)."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    try:
+        request = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _raise_invalid(exc) from None
+    request._raw = body
+    return request
+
+
+def parse_completion_request(body: object) -> CompletionRequest:
+    """Validate a decoded JSON body. Raises ``InvalidRequestError`` (400)."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    try:
+        request = CompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _raise_invalid(exc) from None
+    request._raw = body
+    return request

@@ -1,0 +1,164 @@
+"""Shapes a provider's chunks into the gateway's spec-exact OpenAI stream (WIRE.md §2, §3).
+
+Per chunk (the hot path) the shaper only overwrites ``id``, ``created`` and ``model`` and looks at
+each choice's ``index`` and ``finish_reason``; the server then serialises the dict once.
+
+What it guarantees to the client:
+
+- the same ``id`` and ``created`` on every chunk, and the model name the client asked for;
+- a role chunk first for every choice index (``delta.role = "assistant"`` is added to a choice's
+  first chunk if the provider did not send one);
+- a finish chunk for every choice that started;
+- usage at the end, in one chunk with ``choices: []``, only when the client asked for it
+  (``stream_options.include_usage``); when the provider sent none, it is estimated from the
+  delivered characters and marked ``"estimated": true``;
+- ``choices: null`` from an upstream (seen from vLLM) is treated as ``[]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chunks import Chunk, Kind, chat_chunk, estimate_tokens, make_usage, new_id, now, text_chunk
+from .errors import GatewayError, UpstreamError
+
+__all__ = ["StreamShaper"]
+
+
+class StreamShaper:
+    """Stateful per-stream rewriter. ``shape(chunk) -> chunk | None`` (None: drop it).
+
+    ``prompt_chars`` (characters) seeds the usage estimate when the provider reports none.
+    """
+
+    __slots__ = (
+        "_content_key",
+        "completion_chars",
+        "created",
+        "finished",
+        "id",
+        "include_usage",
+        "kind",
+        "model",
+        "prompt_chars",
+        "started",
+        "usage",
+    )
+
+    def __init__(self, kind: Kind, model: str, *, include_usage: bool, prompt_chars: int = 0):
+        self.kind: Kind = kind
+        self.id = new_id(kind)
+        self.created = now()
+        self.model = model
+        self.include_usage = include_usage
+        self.prompt_chars = prompt_chars
+        self.started: set[int] = set()
+        self.finished: dict[int, str] = {}
+        self.usage: dict[str, Any] | None = None
+        self.completion_chars = 0
+        self._content_key = "delta" if kind == "chat" else "text"
+
+    def shape(self, chunk: Chunk) -> Chunk | None:
+        """Rewrite one provider chunk in place; returns None when it must not be sent."""
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            # A usage-only chunk (or an empty one): held back, sent by closing_chunks().
+            return None
+        if usage is not None and not self.include_usage:
+            chunk["usage"] = None
+        chunk["id"] = self.id
+        chunk["created"] = self.created
+        chunk["model"] = self.model
+        chat = self.kind == "chat"
+        for choice in choices:
+            index = choice.get("index", 0)
+            if index not in self.started:
+                self.started.add(index)
+                if chat:
+                    delta = choice.get("delta")
+                    if delta is None:
+                        delta = choice["delta"] = {}
+                    if "role" not in delta:
+                        delta["role"] = "assistant"
+            content = choice["delta"].get("content") if chat else choice.get("text")
+            if content:
+                self.completion_chars += len(content)
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                self.finished[index] = reason
+        return chunk
+
+    @property
+    def unfinished(self) -> list[int]:
+        """Choice indexes that started but have no finish_reason yet."""
+        return sorted(i for i in self.started if i not in self.finished)
+
+    def final_usage(self) -> dict[str, Any]:
+        """The provider's usage, or an estimate marked ``"estimated": true`` (tokens)."""
+        if self.usage is not None:
+            return self.usage
+        return make_usage(
+            estimate_tokens(self.prompt_chars),
+            estimate_tokens(self.completion_chars),
+            estimated=True,
+        )
+
+    def closing_chunks(self) -> list[Chunk]:
+        """Chunks owed at a clean end: the usage chunk if asked for.
+
+        Raises ``UpstreamError`` if a started choice never got a finish_reason (the upstream
+        ended early), so the caller sends the error frame instead of a false ``stop``.
+        """
+        if self.unfinished:
+            raise UpstreamError("The upstream ended the stream before every choice finished.")
+        if not self.started:
+            # Nothing at all was produced: still give the client one role + finish chunk.
+            out = [self._finish_chunk(0, "stop", first=True)]
+            self.started.add(0)
+            self.finished[0] = "stop"
+        else:
+            out = []
+        if self.include_usage:
+            out.append(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": self.final_usage(),
+                }
+            )
+        return out
+
+    def _finish_chunk(self, index: int, reason: str, *, first: bool = False) -> Chunk:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            return chat_chunk(index, delta, reason, id=self.id, created=self.created,
+                              model=self.model)
+        return text_chunk(index, "", reason, id=self.id, created=self.created, model=self.model)
+
+    def error_chunk(self, error: GatewayError) -> Chunk:
+        """The mid-stream error frame (WIRE.md §2): top-level ``error`` and ``finish_reason:
+        "error"`` on every unfinished choice (choice 0 if none started)."""
+        indexes = self.unfinished or [0]
+        choices: list[dict[str, Any]] = []
+        for index in indexes:
+            if self.kind == "chat":
+                choices.append({"index": index, "delta": {}, "logprobs": None,
+                                "finish_reason": "error"})
+            else:
+                choices.append({"index": index, "text": "", "logprobs": None,
+                                "finish_reason": "error"})
+            self.finished[index] = "error"
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "error": error.to_dict(),
+            "choices": choices,
+        }

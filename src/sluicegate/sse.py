@@ -1,0 +1,143 @@
+"""Server-sent events codec, spec-exact (WHATWG HTML §9.2 "Server-sent events").
+
+Decoding works on bytes, as they arrive from the socket:
+
+- lines end in CRLF, LF or a lone CR, including a CR at the end of one read and the LF at the
+  start of the next;
+- line terminators are ASCII, so splitting bytes first and decoding complete lines means a UTF-8
+  character split across reads is never cut;
+- a leading UTF-8 BOM is stripped; comments (``:`` lines) and unknown fields are ignored;
+- ``data:`` lines join with ``\\n``; an event with no ``data:`` line at all is not dispatched
+  (unlike openai-python and httpx-sse, which dispatch it once an ``id:`` has been seen);
+- an unterminated last event is dropped.
+
+Why our own decoder rather than httpx-sse: httpx-sse is tied to httpx (the gateway's upstream
+client is aiohttp), dispatches data-less events, and decodes text before splitting. This one
+hands ``data`` to orjson as bytes, so the streaming hot path does one parse per event.
+
+Encoding produces data-only events for the OpenAI dialect (``data: <json>\\n\\n``), never a BOM,
+never an empty event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DONE", "KEEP_ALIVE", "SSEDecoder", "ServerSentEvent", "encode_data"]
+
+_BOM = b"\xef\xbb\xbf"
+
+DONE = b"data: [DONE]\n\n"
+"""The OpenAI stream terminator (openai-python stops at data starting with ``[DONE]``)."""
+
+KEEP_ALIVE = b": keep-alive\n\n"
+"""A comment line; every SSE decoder ignores it (WHATWG §9.2.6)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One dispatched event. ``data`` is raw UTF-8 bytes (multi-line data joined by ``\\n``)."""
+
+    data: bytes
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+    def text(self) -> str:
+        """``data`` decoded as UTF-8 (invalid bytes replaced, as the spec's decoder does)."""
+        return self.data.decode("utf-8", "replace")
+
+
+class SSEDecoder:
+    """Incremental decoder: ``feed(bytes) -> list[ServerSentEvent]``.
+
+    Holds at most one partial line between calls. ``last_event_id`` survives across events, as
+    the spec requires, for reconnection with ``Last-Event-ID``; it changes only when an event
+    is completed by a blank line.
+    """
+
+    __slots__ = ("_buf", "_data", "_event", "_id", "_retry", "_started", "_trailing_cr",
+                 "last_event_id")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._trailing_cr = False
+        self._started = False
+        self._data: list[bytes] = []
+        self._event = b""
+        self._id: str | None = None
+        self._retry: int | None = None
+        self.last_event_id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Feed bytes as read from the stream; returns the events completed by them."""
+        if not self._started:
+            chunk = self._buf + chunk
+            self._buf = b""
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self._buf = chunk  # could still be the start of a BOM
+                return []
+            self._started = True
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        if self._trailing_cr and chunk:
+            self._trailing_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]  # the LF of a CRLF split across reads
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):
+                self._trailing_cr = True
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: bytes) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line[:1] == b":":
+            return None
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value
+        elif name == b"id":
+            if b"\x00" not in value:
+                self._id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():
+            self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        # WHATWG: the last event ID string takes the buffer's value at every dispatch attempt,
+        # so an id in an unterminated (dropped) event never becomes the Last-Event-ID.
+        self.last_event_id = self._id
+        data = self._data
+        event = self._event
+        self._data = []
+        self._event = b""
+        if not data:
+            return None
+        return ServerSentEvent(
+            data=data[0] if len(data) == 1 else b"\n".join(data),
+            event=event.decode("utf-8", "replace") if event else "message",
+            id=self.last_event_id,
+            retry=self._retry,
+        )
+
+
+def encode_data(payload: bytes) -> bytes:
+    """Frame a serialised JSON payload as one data-only event: ``data: <payload>\\n\\n``.
+
+    The payload must be non-empty and contain no line breaks (orjson output never does).
+    """
+    return b"data: " + payload + b"\n\n"
