@@ -215,6 +215,10 @@ class LocalEngine:
         p = job.params
         seed = p.seed + index if p.seed is not None else random.getrandbits(31)
         llm.set_seed(seed)
+        if p.seed is not None:
+            # Re-evaluate the whole prompt: reusing the cached prefix evaluates it in a different
+            # batch shape, whose float rounding would change sampled tokens for the same seed.
+            llm.reset()
         stops = p.stop
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         eos = llm.token_eos()

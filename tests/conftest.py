@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sluicegate.config import DeploymentConfig, GatewayConfig
+from sluicegate.server import Gateway
+
+from .fakes import FakeOpenAIUpstream, ServerThread, start_gateway
+
+MOCK_KEY_ENV = "SLUICEGATE_TEST_UPSTREAM_KEY"
+MOCK_KEY = "sk-upstream-test"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeOpenAIUpstream]:
+    fake = FakeOpenAIUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(upstream: FakeOpenAIUpstream) -> FakeOpenAIUpstream:
+    """The session's fake upstream, with a fresh script and records for this test."""
+    from .fakes import Script
+
+    upstream.script = Script()
+    upstream.received.clear()
+    upstream.closed_early.clear()
+    return upstream
+
+
+def mock_config(base_url: str, **server: object) -> GatewayConfig:
+    """A gateway config routing ``mock/*`` to the fake upstream; embedded model lazily loaded."""
+    config = GatewayConfig(
+        models=[
+            DeploymentConfig(name="mock/*", provider="openai", base_url=base_url,
+                             api_key_env=MOCK_KEY_ENV),
+            DeploymentConfig(name="fixed", provider="openai", base_url=base_url,
+                             model="upstream-fixed", api_key_env=MOCK_KEY_ENV),
+        ],
+        aliases={"fast": "fixed"},
+    )
+    config.local.preload = False
+    for key, value in server.items():
+        setattr(config.server, key, value)
+    return config
+
+
+@pytest.fixture(scope="session")
+def mock_gateway(upstream: FakeOpenAIUpstream) -> Iterator[tuple[ServerThread, Gateway]]:
+    """A gateway in front of the fake upstream (no master key)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(MOCK_KEY_ENV, MOCK_KEY)
+    server, gateway = start_gateway(mock_config(upstream.base_url))
+    yield server, gateway
+    server.stop()
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def local_gateway() -> Iterator[tuple[ServerThread, Gateway]]:
+    """A gateway on the real embedded model, loaded at start-up."""
+    config = GatewayConfig()
+    config.local.n_ctx = 2048
+    config.local.max_queue = 4
+    server, gateway = start_gateway(config)
+    yield server, gateway
+    server.stop()

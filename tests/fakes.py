@@ -1,0 +1,229 @@
+"""Test helpers: servers on loopback in background threads, and a scripted OpenAI-dialect fake.
+
+The fake upstream speaks the OpenAI chat/completions stream byte for byte (WIRE.md §2): role
+chunk, content chunks, finish chunk per choice, optional usage chunk, ``data: [DONE]``. A script
+sets the texts, the gap between chunks, a status error before the stream, an error event or an
+abrupt disconnect mid-stream. Every request it receives and every connection the gateway closes
+early are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sluicegate.app import start_server
+from sluicegate.config import GatewayConfig
+from sluicegate.server import Gateway
+
+
+class ServerThread:
+    """Runs ``start()`` (returning an AppRunner and port) in a private event loop thread."""
+
+    def __init__(self, start: Callable[[], Awaitable[tuple[web.AppRunner, int]]]) -> None:
+        self._start = start
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self._runner, self.port = self.loop.run_until_complete(self._start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.close()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(120)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop and return its result."""
+        done = threading.Event()
+        box: list[Any] = []
+        self.loop.call_soon_threadsafe(lambda: (box.append(fn()), done.set()))
+        done.wait(10)
+        return box[0]
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_gateway(config: GatewayConfig) -> tuple[ServerThread, Gateway]:
+    """Start a gateway on a free loopback port; returns the thread and the Gateway object."""
+    config.server.host = "127.0.0.1"
+    config.server.port = 0
+    gateway = Gateway(config)
+    server = ServerThread(lambda: start_server(config, gateway)).start()
+    return server, gateway
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Script:
+    """What the fake upstream does with the next requests."""
+
+    texts: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
+    gap_s: float = 0.0
+    status: int = 200
+    error_body: dict[str, Any] | None = None
+    error_headers: dict[str, str] = field(default_factory=dict)
+    send_usage: bool = True
+    error_after: int | None = None  # send an error event after this many content chunks
+    die_after: int | None = None  # drop the connection after this many content chunks
+    finish_reason: str = "stop"
+    send_finish: bool = True
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeOpenAIUpstream:
+    """A scripted OpenAI-dialect server. ``script`` may be replaced between requests."""
+
+    def __init__(self) -> None:
+        self.script = Script()
+        self.received: list[Received] = []
+        self.closed_early: list[float] = []  # monotonic times the peer went away mid-stream
+        self.completed = 0
+        self.server: ServerThread | None = None
+
+    def start(self) -> FakeOpenAIUpstream:
+        async def boot() -> tuple[web.AppRunner, int]:
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", self._handle)
+            app.router.add_post("/v1/completions", self._handle)
+            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            return runner, int(runner.addresses[0][1])
+
+        self.server = ServerThread(boot).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return self.server.url + "/v1"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.received.append(Received(request.path, dict(request.headers), body))
+        script = self.script
+        if script.status != 200:
+            return web.Response(
+                status=script.status,
+                body=orjson.dumps(script.error_body or {"error": {"message": "fake failure",
+                                                                  "type": "server_error",
+                                                                  "param": None,
+                                                                  "code": None}}),
+                content_type="application/json",
+                headers=script.error_headers,
+            )
+        chat = request.path.endswith("/chat/completions")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        finished = False
+        try:
+            await self._stream(response, body, script, chat)
+            finished = True
+        except (ConnectionError, asyncio.CancelledError):
+            self.closed_early.append(time.monotonic())
+            raise
+        finally:
+            if finished:
+                self.completed += 1
+        return response
+
+    async def _stream(self, response: web.StreamResponse, body: dict[str, Any], script: Script,
+                      chat: bool) -> None:
+        base = {"id": "upstream-id-1", "created": 1700000000, "model": body.get("model"),
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "system_fingerprint": "fp_fake"}
+
+        async def send(obj: dict[str, Any]) -> None:
+            await response.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+
+        def choice(index: int, text: str | None, finish: str | None,
+                   role: bool = False) -> dict[str, Any]:
+            if chat:
+                delta: dict[str, Any] = {}
+                if role:
+                    delta = {"role": "assistant", "content": ""}
+                elif text is not None:
+                    delta = {"content": text}
+                return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+        n = int(body.get("n", 1))
+        if chat:
+            for i in range(n):
+                await send({**base, "choices": [choice(i, None, None, role=True)]})
+        for k, text in enumerate(script.texts):
+            if script.die_after is not None and k == script.die_after:
+                assert response._payload_writer is not None
+                transport = response._req.transport if response._req else None
+                if transport is not None:
+                    transport.abort()
+                return
+            if script.error_after is not None and k == script.error_after:
+                await send({**base, "error": {"message": "Provider disconnected",
+                                              "type": "server_error", "code": 502},
+                            "choices": [choice(0, "", "error")]})
+                await response.write(b"data: [DONE]\n\n")
+                return
+            for i in range(n):
+                await send({**base, "choices": [choice(i, text, None)]})
+            if script.gap_s:
+                await asyncio.sleep(script.gap_s)
+        if script.send_finish:
+            for i in range(n):
+                finish = choice(i, None if chat else "", script.finish_reason)
+                await send({**base, "choices": [finish]})
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if script.send_usage and wants_usage:
+            completion = len(script.texts) * n
+            await send({**base, "choices": [], "usage": {"prompt_tokens": 11,
+                                                         "completion_tokens": completion,
+                                                         "total_tokens": 11 + completion}})
+        await response.write(b"data: [DONE]\n\n")
