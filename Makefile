@@ -21,7 +21,7 @@ serve: setup
 	$(BIN)/sluicegate serve
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 typecheck: setup
 	$(BIN)/mypy
