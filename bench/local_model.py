@@ -48,11 +48,7 @@ def direct_round(llm: Any, max_tokens: int) -> dict[str, float]:
         tokens += 1
     # create_completion(stream=True) yields one chunk per token (plus a final empty one).
     llm.reset()
-    return _result(start, first, last, llm_tokens(llm, max_tokens, tokens))
-
-
-def llm_tokens(llm: Any, max_tokens: int, chunks: int) -> int:
-    return min(max_tokens, chunks)
+    return _result(start, first, last, min(max_tokens, tokens))
 
 
 def gateway_round(url: str, max_tokens: int) -> dict[str, float]:

@@ -108,7 +108,10 @@ def test_non_stream_chat_and_text(local_gateway: tuple[ServerThread, Gateway]) -
         model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}],
         max_tokens=16, temperature=0)
     assert chat.object == "chat.completion"
-    assert "Paris" in (chat.choices[0].message.content or "")
+    content = chat.choices[0].message.content or ""
+    assert "Paris" in content
+    assert content == content.strip(), "the answer is trimmed"
+    assert "User:" not in content and "Assistant:" not in content
     assert chat.choices[0].message.role == "assistant"
     assert chat.usage is not None and chat.usage.completion_tokens >= 1
     text = client.completions.create(model=MODEL, prompt="One, two, three,", max_tokens=4,

@@ -246,9 +246,6 @@ class LocalEngine:
                     finish = "stop"
                     break
                 pending += decoder.decode(llm.detokenize([token], special=False))
-                if at_start:
-                    pending = pending.lstrip()
-                    at_start = not pending
                 if stops:
                     cut = min((i for i in (pending.find(s) for s in stops) if i >= 0),
                               default=-1)
@@ -259,22 +256,28 @@ class LocalEngine:
                 if count >= job.max_tokens:
                     finish = "length"
                     break
-                hold = _partial_stop(pending, stops) if stops else 0
+                safe = len(pending) - _partial_stop(pending, stops) if stops else len(pending)
                 if p.trim:
-                    # Trailing whitespace is invisible until text follows it, so holding it
-                    # back costs no latency and lets a turn end without a dangling newline.
-                    hold = max(hold, len(pending) - len(pending.rstrip()))
-                safe = len(pending) - hold
+                    # Whitespace before the held-back part is invisible until text follows it,
+                    # so holding it costs no latency and lets a turn end without a dangling
+                    # newline.
+                    safe = len(pending[:safe].rstrip())
                 if safe > 0:
-                    job.emit(Piece(index, pending[:safe]))
-                    pending = pending[safe:]
+                    text, pending = pending[:safe], pending[safe:]
+                    if at_start:
+                        # Stops are matched on the raw text above; only what is sent is trimmed.
+                        text = text.lstrip()
+                        at_start = not text
+                    if text:
+                        job.emit(Piece(index, text))
         finally:
             generator.close()
         if finish is None:  # the generator ran out: the context window is full
             finish = "length"
         pending += decoder.decode(b"", final=True)
-        if p.trim and finish == "stop":
-            pending = pending.rstrip()
+        if p.trim:
+            pending = pending.strip() if at_start else pending
+            pending = pending.rstrip() if finish == "stop" else pending
         job.emit(Piece(index, pending, finish))
         return count
 

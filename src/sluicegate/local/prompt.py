@@ -14,8 +14,8 @@ rendered as a plain transcript that the model continues::
     User: <user message>
     Assistant:
 
-Generation stops at ``\\nUser:`` (the model starting the next user turn), which is added to the
-request's own ``stop`` sequences and never shown. Tool messages are rendered as ``Tool:`` lines.
+Generation stops at ``\\nUser:`` or ``\\nAssistant:`` (the model starting another turn), which are
+added to the request's own ``stop`` sequences and never shown. Tool messages are rendered as ``Tool:`` lines.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PREAMBLE = (
     "Assistant. The Assistant answers clearly and concisely.\n\n"
 )
 
-TURN_STOPS: tuple[str, ...] = ("\nUser:", "\nUSER:")
+TURN_STOPS: tuple[str, ...] = ("\nUser:", "\nAssistant:", "\nUSER:")
 """Stop sequences that end the assistant's turn in the transcript format."""
 
 _SPEAKER = {"user": "User", "assistant": "Assistant", "tool": "Tool", "function": "Tool"}
