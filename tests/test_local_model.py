@@ -228,3 +228,29 @@ async def test_async_cancel_stops_generation(local_gateway: tuple[ServerThread, 
     assert engine._admitted == 0
     assert engine.tokens_generated - at_cancel <= 2
     assert engine.tokens_generated - before < 50
+
+
+def test_another_gguf_path_is_served_as_its_own_model() -> None:
+    from sluicegate.config import DeploymentConfig
+    from sluicegate.router import embedded_model_path
+
+    config = GatewayConfig(
+        embedded_model=False,
+        models=[DeploymentConfig(name="my-gguf", provider="local",
+                                 model_path=embedded_model_path())],
+    )
+    config.local.preload = False  # loaded on first use
+    config.local.n_ctx = 512
+    server, gateway = start_gateway(config)
+    try:
+        assert not gateway.router.engines[embedded_model_path()].loaded
+        models = httpx.get(server.url + "/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["my-gguf"]
+        completion = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) \
+            .completions.create(model="my-gguf", prompt="One, two,", max_tokens=3)
+        assert completion.usage is not None and completion.usage.completion_tokens == 3
+        assert gateway.router.engines[embedded_model_path()].loaded
+        assert httpx.post(server.url + "/v1/completions",
+                          json={"model": MODEL, "prompt": "x"}).status_code == 404
+    finally:
+        server.stop()
