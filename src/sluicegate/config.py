@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "EMBEDDED_ALIAS",
@@ -93,6 +93,12 @@ class DeploymentConfig(_Strict):
     def is_pattern(self) -> bool:
         return self.name.endswith("*")
 
+    @model_validator(mode="after")
+    def _endpoint(self) -> DeploymentConfig:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError(f"model {self.name!r}: provider 'openai' needs a base_url")
+        return self
+
 
 class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -124,14 +130,16 @@ def load_config(
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path}: the top level must be a mapping")
         raw = loaded or {}
     for var, (section, key) in _ENV.items():
         if var in env and env[var] != "":
-            raw.setdefault(section, {})[key] = env[var]
+            if not isinstance(raw.get(section), dict):
+                raw[section] = {}  # an empty section ("server:") or a missing one
+            raw[section][key] = env[var]
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

@@ -91,10 +91,13 @@ class Router:
         for name, route in self._exact.items():
             entries.append({"id": name, "object": "model", "created": 0,
                             "owned_by": route.provider.name})
-        for alias, target in self._aliases.items():
-            if target in self._exact:
-                entries.append({"id": alias, "object": "model", "created": 0,
-                                "owned_by": self._exact[target].provider.name})
+        for alias in self._aliases:
+            try:
+                target = self.resolve(alias)
+            except ModelNotFoundError:
+                continue  # an alias to a model this gateway does not serve
+            entries.append({"id": alias, "object": "model", "created": 0,
+                            "owned_by": target.provider.name})
         return entries
 
     def preload(self) -> None:

@@ -8,6 +8,7 @@ are kept (``extra="allow"``) so they reach an OpenAI-compatible upstream unchang
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -124,9 +125,15 @@ class CompletionRequest(_SamplingRequest):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
+# pydantic adds the union member tried to an error's loc ("str", "list[str]", ...); the client's
+# field path is what ``param`` should name.
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
+
+
 def _raise_invalid(exc: ValidationError) -> InvalidRequestError:
     err = exc.errors()[0]
-    param = ".".join(str(p) for p in err["loc"]) or None
+    loc = [p for p in err["loc"] if isinstance(p, int) or not _TYPE_TAG.match(p)]
+    param = ".".join(str(p) for p in loc) or None
     msg = err["msg"]
     return InvalidRequestError(f"Invalid value for '{param}': {msg}" if param else msg, param=param)
 

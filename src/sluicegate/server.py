@@ -116,9 +116,11 @@ class Gateway:
                 f"The request body exceeds {self.config.server.max_body_bytes} bytes."))
         except web.HTTPNotFound:
             return error_response(RouteNotFoundError(f"No route for {request.path}."))
-        except web.HTTPMethodNotAllowed:
-            return error_response(MethodNotAllowedError(
+        except web.HTTPMethodNotAllowed as exc:
+            response = error_response(MethodNotAllowedError(
                 f"{request.method} is not allowed on {request.path}."))
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return response
 
     def _check_auth(self, request: web.Request) -> None:
         assert self._api_key is not None

@@ -14,8 +14,9 @@ rendered as a plain transcript that the model continues::
     User: <user message>
     Assistant:
 
-Generation stops at ``\\nUser:`` or ``\\nAssistant:`` (the model starting another turn), which are
-added to the request's own ``stop`` sequences and never shown. Tool messages are rendered as ``Tool:`` lines.
+Generation stops at ``\\nUser:`` or ``\\nAssistant:`` (the model starting another turn), which
+are added to the request's own ``stop`` sequences and never shown. Tool messages are rendered as
+``Tool:`` lines. Whitespace before and after the answer is trimmed.
 """
 
 from __future__ import annotations
