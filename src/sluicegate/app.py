@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 
 from aiohttp import web
@@ -37,15 +38,20 @@ async def start_server(
 
 
 def run_server(config: GatewayConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Serve until interrupted (blocking). Uses uvloop when installed."""
+    """Serve until SIGINT or SIGTERM, then shut down cleanly (blocking). Uses uvloop."""
 
     async def main() -> None:
         runner, port = await start_server(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         if on_ready is not None:
             on_ready(port)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
+            # Closes open streams (upstream connections, local jobs) and the providers.
             await runner.cleanup()
 
     try:

@@ -62,10 +62,8 @@ def serve(
             f"http://{cfg.server.host}:{bound}  (POST /v1/chat/completions)"
         )
 
-    try:
-        run_server(cfg, on_ready=ready)
-    except KeyboardInterrupt:
-        console.print("[dim]stopped[/dim]")
+    run_server(cfg, on_ready=ready)
+    console.print("[dim]stopped[/dim]")
 
 
 @app.command()

@@ -135,11 +135,13 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path}: the top level must be a mapping")
         raw = loaded or {}
+    raw = {key: value for key, value in raw.items() if value is not None}  # "server:" alone
     for var, (section, key) in _ENV.items():
         if var in env and env[var] != "":
-            if not isinstance(raw.get(section), dict):
-                raw[section] = {}  # an empty section ("server:") or a missing one
-            raw[section][key] = env[var]
+            target = raw.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"config {path}: '{section}' must be a mapping")
+            target[key] = env[var]
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

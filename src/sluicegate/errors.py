@@ -22,6 +22,7 @@ mid-stream error frame (WIRE.md §2).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -115,7 +116,7 @@ class RateLimitError(GatewayError):
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class UpstreamError(GatewayError):
@@ -153,7 +154,7 @@ class UpstreamStatusError(UpstreamError):
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class UpstreamTimeoutError(UpstreamError):
