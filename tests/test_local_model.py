@@ -151,6 +151,7 @@ def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway]
     server, gateway = local_gateway
     engine = gateway.router.engines["local/gemma-3-270m"]
     before = engine.tokens_generated
+    totals_before = dict(gateway.usage_totals)
     with httpx.stream("POST", server.url + "/v1/completions",
                       json={"model": MODEL, "prompt": "Once upon a time, in a small village,",
                             "max_tokens": 400, "stream": True, "seed": 5}) as r:
@@ -170,6 +171,14 @@ def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway]
     time.sleep(0.3)
     assert engine.tokens_generated - at_close <= 2
     assert engine.tokens_generated - before < 50  # far from the 400 it was asked for
+    # The cancelled stream's usage is still accounted, counted by the tokenizer.
+    deadline = time.monotonic() + 5
+    while gateway.usage_totals["requests"] == totals_before["requests"]:
+        assert time.monotonic() < deadline, "the cancelled stream was never accounted"
+        time.sleep(0.01)
+    counted = gateway.usage_totals["completion_tokens"] - totals_before["completion_tokens"]
+    assert abs(counted - (engine.tokens_generated - before)) <= 1
+    assert gateway.usage_totals["prompt_tokens"] - totals_before["prompt_tokens"] > 5
 
 
 def test_queue_full_gives_429() -> None:

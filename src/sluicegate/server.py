@@ -188,7 +188,7 @@ class Gateway:
             shaper = StreamShaper("text", req.model, include_usage=req.include_usage,
                                   prompt_chars=len(req.prompt_text()))
         started = time.perf_counter()
-        outcome = "error"
+        outcome = "failed"
         try:
             if stream:
                 response, outcome = await self._stream(request, chunks, shaper, target)
@@ -196,8 +196,13 @@ class Gateway:
             response = await self._complete(chunks, shaper, target)
             outcome = "completed"
             return response
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client disconnected
+            raise
         finally:
             await chunks.aclose()
+            if shaper.usage is None:
+                shaper.usage = chunks.partial_usage()
             self._account(shaper, target, outcome, time.perf_counter() - started)
 
     async def _complete(self, chunks: ChunkStream, shaper: StreamShaper,

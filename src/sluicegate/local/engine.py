@@ -76,6 +76,8 @@ class Job:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    completion_tokens: int = 0
+    """Tokens sampled so far for this job, over all its choices (updated by the worker)."""
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -241,6 +243,7 @@ class LocalEngine:
                 if job.cancelled.is_set():
                     return count
                 count += 1
+                job.completion_tokens += 1
                 self.tokens_generated += 1
                 if token == eos or llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"

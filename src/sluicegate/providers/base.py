@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..chunks import Chunk
 from ..schemas import ChatRequest, CompletionRequest
@@ -40,6 +40,11 @@ class ChunkStream:
 
     async def aclose(self) -> None:
         """Release the upstream connection or local generation. Idempotent."""
+
+    def partial_usage(self) -> dict[str, Any] | None:
+        """Usage counted so far when the stream ended without its usage chunk (cancelled or
+        failed), if the provider can count it exactly; None lets the gateway estimate it."""
+        return None
 
     async def __aenter__(self) -> ChunkStream:
         return self

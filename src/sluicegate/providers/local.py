@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ..chunks import Chunk, Kind, chat_chunk, make_usage, text_chunk, usage_chunk
 from ..errors import GatewayError, InvalidRequestError, UpstreamError
@@ -62,6 +63,10 @@ class LocalStream(ChunkStream):
 
     async def aclose(self) -> None:
         self._job.cancel()
+
+    def partial_usage(self) -> dict[str, Any]:
+        """Exact counts for a stream that ended early: the prompt and every sampled token."""
+        return make_usage(len(self._job.prompt_tokens), self._job.completion_tokens)
 
 
 def _params(
