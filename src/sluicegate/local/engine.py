@@ -38,7 +38,11 @@ class GenerationParams:
     temperature: float = 0.5
     top_p: float = 0.95
     top_k: int = 40
-    repeat_penalty: float = 1.1
+    repeat_penalty: float = 1.0
+    """1.0 disables llama.cpp's penalties sampler, which otherwise scans the whole vocabulary
+    (262,144 tokens for Gemma 3) per token: ~2 ms a token here, about 8% of decode time."""
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
@@ -236,6 +240,8 @@ class LocalEngine:
             min_p=0.0,
             temp=p.temperature,
             repeat_penalty=p.repeat_penalty,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
             reset=True,
         )
         try:

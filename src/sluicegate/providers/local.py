@@ -80,6 +80,8 @@ def _params(
         stop=(*request.stop_list(), *extra_stops),
         seed=request.seed,
         n=request.n,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
         trim=trim,
     )
 
