@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from sluicegate.config import GatewayConfig
@@ -147,22 +150,24 @@ def test_always_stream_alias(local_gateway: tuple[ServerThread, Gateway]) -> Non
     assert body.endswith(b"data: [DONE]\n\n")
 
 
-def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway]) -> None:
+def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway],
+                                     caplog: pytest.LogCaptureFixture) -> None:
     server, gateway = local_gateway
     engine = gateway.router.engines["local/gemma-3-270m"]
+    caplog.set_level(logging.INFO, logger="sluicegate.usage")
     before = engine.tokens_generated
-    totals_before = dict(gateway.usage_totals)
-    with httpx.stream("POST", server.url + "/v1/completions",
-                      json={"model": MODEL, "prompt": "Once upon a time, in a small village,",
-                            "max_tokens": 400, "stream": True, "seed": 5}) as r:
-        seen = 0
-        for line in r.iter_lines():
-            assert line != "data: [DONE]", "the stream ended before the test could disconnect"
-            if line.startswith("data: ") and '"text":"' in line:
-                seen += 1
-            if seen >= 3:
-                break
-        at_close = engine.tokens_generated
+    body = orjson.dumps({"model": MODEL, "prompt": "Once upon a time, in a small village,",
+                         "max_tokens": 400, "stream": True, "seed": 5})
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    received = b""
+    while received.count(b'"text":"') < 3:
+        data = sock.recv(65536)
+        assert data and b"[DONE]" not in data, "the stream ended before the test disconnected"
+        received += data
+    sock.close()
+    at_close = engine.tokens_generated
     # The socket is closed here. Generation must stop within a token or two.
     deadline = time.monotonic() + 10
     while engine._admitted and time.monotonic() < deadline:
@@ -173,12 +178,18 @@ def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway]
     assert engine.tokens_generated - before < 50  # far from the 400 it was asked for
     # The cancelled stream's usage is still accounted, counted by the tokenizer.
     deadline = time.monotonic() + 5
-    while gateway.usage_totals["requests"] == totals_before["requests"]:
-        assert time.monotonic() < deadline, "the cancelled stream was never accounted"
+    while True:
+        records = [orjson.loads(r.getMessage().partition(" ")[2]) for r in caplog.records
+                   if r.name == "sluicegate.usage"]
+        cancelled = [r for r in records if r["outcome"] == "cancelled"]
+        if cancelled:
+            break
+        assert time.monotonic() < deadline, f"the cancelled stream was never accounted: {records}"
         time.sleep(0.01)
-    counted = gateway.usage_totals["completion_tokens"] - totals_before["completion_tokens"]
-    assert abs(counted - (engine.tokens_generated - before)) <= 1
-    assert gateway.usage_totals["prompt_tokens"] - totals_before["prompt_tokens"] > 5
+    usage = cancelled[0]["usage"]
+    assert "estimated" not in usage
+    assert abs(usage["completion_tokens"] - (engine.tokens_generated - before)) <= 1
+    assert usage["prompt_tokens"] > 5
 
 
 def test_queue_full_gives_429() -> None:

@@ -9,7 +9,7 @@ are kept (``extra="allow"``) so they reach an OpenAI-compatible upstream unchang
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -138,25 +138,25 @@ def _raise_invalid(exc: ValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid value for '{param}': {msg}" if param else msg, param=param)
 
 
-def parse_chat_request(body: object) -> ChatRequest:
-    """Validate a decoded JSON body. Raises ``InvalidRequestError`` (400)."""
+_R = TypeVar("_R", bound=_SamplingRequest)
+
+
+def _parse(model: type[_R], body: object) -> _R:
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     try:
-        request = ChatRequest.model_validate(body)
+        request = model.model_validate(body)
     except ValidationError as exc:
         raise _raise_invalid(exc) from None
     request._raw = body
     return request
+
+
+def parse_chat_request(body: object) -> ChatRequest:
+    """Validate a decoded JSON body. Raises ``InvalidRequestError`` (400)."""
+    return _parse(ChatRequest, body)
 
 
 def parse_completion_request(body: object) -> CompletionRequest:
     """Validate a decoded JSON body. Raises ``InvalidRequestError`` (400)."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    try:
-        request = CompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        raise _raise_invalid(exc) from None
-    request._raw = body
-    return request
+    return _parse(CompletionRequest, body)
