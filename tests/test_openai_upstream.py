@@ -205,3 +205,31 @@ def test_sdk_stream_helper(mock_gateway: Gw, fake: FakeOpenAIUpstream) -> None:
         final = stream.get_final_completion()
     assert final.choices[0].message.content == "Hello, world!"
     assert final.choices[0].finish_reason == "stop"
+
+
+def test_metrics_count_requests_ttft_and_rejections(mock_gateway: Gw,
+                                                     fake: FakeOpenAIUpstream) -> None:
+    server, _ = mock_gateway
+
+    def sample(text: str, series: str) -> float:
+        """The value of one series (name plus labels, exactly as exposed), 0 if absent."""
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = httpx.get(server.url + "/metrics").text
+    list(_client(server).chat.completions.create(model="mock/metrics-test", messages=MESSAGES,
+                                                 stream=True))
+    httpx.post(server.url + "/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
+    r = httpx.get(server.url + "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    after = r.text
+    done = ('sluicegate_requests_total{model="mock/metrics-test",outcome="completed",'
+            'provider="mock/*"}')
+    assert sample(after, done) == sample(before, done) + 1
+    ttft = 'sluicegate_ttft_seconds_count{model="mock/metrics-test"}'
+    assert sample(after, ttft) == sample(before, ttft) + 1
+    rejected = 'sluicegate_rejected_requests_total{status="404"}'
+    assert sample(after, rejected) == sample(before, rejected) + 1
+    assert sample(after, "sluicegate_streams_in_flight") == 0

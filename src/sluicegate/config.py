@@ -7,6 +7,7 @@ YAML shape (every key optional)::
       port: 8400
       api_key: null            # master key; env SLUICEGATE_API_KEY overrides
       max_body_bytes: 4194304  # request bodies over this get 413
+      metrics: true            # GET /metrics (Prometheus)
     local:
       preload: true            # load the embedded model at start-up (false: on first use)
       max_queue: 8             # requests waiting for the local engine; beyond: 429
@@ -69,6 +70,7 @@ class ServerSettings(_Strict):
     port: int = Field(default=8400, ge=0, le=65535)
     api_key: str | None = None
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    metrics: bool = True
 
 
 class LocalSettings(_Strict):

@@ -5,7 +5,8 @@ Routes (OpenAI-compatible):
 - ``POST /v1/chat/completions`` and ``POST /v1/completions``: ``stream`` true gives SSE,
   false one JSON completion;
 - ``POST /api/v1/chat/completions/stream``: the chat endpoint, always streaming;
-- ``GET /v1/models``, ``GET /healthz``.
+- ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus; once per request, never
+  per chunk).
 
 SSE responses follow WIRE.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
@@ -41,6 +42,7 @@ from .errors import (
     PayloadTooLargeError,
     RouteNotFoundError,
 )
+from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .providers.base import ChunkStream, Target
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
@@ -78,6 +80,7 @@ class Gateway:
         self.config = config
         self.router = router or Router(config)
         self.usage_totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.metrics = Metrics() if config.server.metrics else None
         self._api_key = config.server.api_key.encode() if config.server.api_key else None
 
     # -- application -----------------------------------------------------------------------
@@ -92,6 +95,8 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
+        if self.metrics is not None:
+            app.router.add_get("/metrics", self.metrics_text)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -110,6 +115,8 @@ class Gateway:
                 self._check_auth(request)
             return await handler(request)
         except GatewayError as exc:
+            if self.metrics is not None:
+                self.metrics.rejected.labels(str(exc.status)).inc()
             return error_response(exc)
         except web.HTTPRequestEntityTooLarge:
             return error_response(PayloadTooLargeError(
@@ -136,6 +143,11 @@ class Gateway:
     async def healthz(self, request: web.Request) -> web.Response:
         engines = {name: engine.loaded for name, engine in self.router.engines.items()}
         return web.json_response({"status": "ok", "local_models_loaded": engines})
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        assert self.metrics is not None
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -189,6 +201,8 @@ class Gateway:
                                   prompt_chars=len(req.prompt_text()))
         started = time.perf_counter()
         outcome = "failed"
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             if stream:
                 response, outcome = await self._stream(request, chunks, shaper, target)
@@ -203,7 +217,7 @@ class Gateway:
             await chunks.aclose()
             if shaper.usage is None:
                 shaper.usage = chunks.partial_usage()
-            self._account(shaper, target, outcome, time.perf_counter() - started)
+            self._account(shaper, target, outcome, started)
 
     async def _complete(self, chunks: ChunkStream, shaper: StreamShaper,
                         target: Target) -> web.Response:
@@ -261,12 +275,24 @@ class Gateway:
         return response, outcome
 
     def _account(self, shaper: StreamShaper, target: Target, outcome: str,
-                 duration_s: float) -> None:
+                 started: float) -> None:
+        """Once per request: usage totals, metrics and one structured log line."""
+        duration_s = time.perf_counter() - started
         usage = shaper.final_usage()
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
         totals = self.usage_totals
         totals["requests"] += 1
-        totals["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-        totals["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        totals["prompt_tokens"] += prompt_tokens
+        totals["completion_tokens"] += completion_tokens
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
+            first = shaper.first_content_at
+            self.metrics.observe(
+                model=shaper.model, provider=target.provider.name, outcome=outcome,
+                ttft_s=None if first is None else first - started, duration_s=duration_s,
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            )
         usage_log.info(
             "usage %s",
             orjson.dumps({

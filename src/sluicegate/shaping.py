@@ -17,6 +17,7 @@ What it guarantees to the client:
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 from .chunks import Chunk, Kind, chat_chunk, estimate_tokens, make_usage, new_id, now, text_chunk
@@ -36,6 +37,7 @@ class StreamShaper:
         "completion_chars",
         "created",
         "finished",
+        "first_content_at",
         "id",
         "include_usage",
         "kind",
@@ -56,6 +58,7 @@ class StreamShaper:
         self.finished: dict[int, str] = {}
         self.usage: dict[str, Any] | None = None
         self.completion_chars = 0
+        self.first_content_at: float | None = None  # time.perf_counter() of the first content
         self._content_key = "delta" if kind == "chat" else "text"
 
     def shape(self, chunk: Chunk) -> Chunk | None:
@@ -86,6 +89,8 @@ class StreamShaper:
             content = choice["delta"].get("content") if chat else choice.get("text")
             if content:
                 self.completion_chars += len(content)
+                if self.first_content_at is None:
+                    self.first_content_at = perf_counter()
             reason = choice.get("finish_reason")
             if reason is not None:
                 self.finished[index] = reason
