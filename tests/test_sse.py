@@ -588,11 +588,11 @@ def test_encoded_stream_roundtrip_with_keep_alives_and_done() -> None:
     assert stream.replace(KEEP_ALIVE, b"") == OPENAI_STREAM
 
 
-def test_server_sent_event_defaults_and_frozen() -> None:
+def test_server_sent_event_defaults_and_slots() -> None:
     ev = ServerSentEvent(data=b"x")
     assert (ev.event, ev.id, ev.retry) == ("message", None, None)
     with pytest.raises(AttributeError):
-        ev.data = b"y"  # type: ignore[misc]
+        ev.other = 1  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- regressions

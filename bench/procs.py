@@ -1,0 +1,151 @@
+"""Process helpers for the benchmark suite: start pinned processes, read their CPU and memory.
+
+CPU time comes from ``/proc/<pid>/stat`` (utime + stime, in clock ticks) summed over the
+process and its descendants; memory from ``/proc/<pid>/smaps_rollup`` (PSS and RSS, in KiB).
+Every process is started with ``taskset`` on a given core and killed (process group) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+VENV_BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+TARGET_CORE = "0"
+LOAD_CORE = "1" if CORES > 1 else "0"
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise RLIMIT_NOFILE (children inherit it). Root may raise the hard limit too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in ((wanted, max(wanted, hard)), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+            return limit[0]
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+
+
+def spawn(name: str, argv: Sequence[str], port: int, core: str, workdir: Path,
+          env: dict[str, str] | None = None) -> Proc:
+    """Start ``argv`` pinned to ``core`` in its own process group, output to a log file."""
+    log = workdir / f"{name}.log"
+    handle = log.open("wb")
+    cmd = ["taskset", "-c", core, *argv] if Path("/usr/bin/taskset").exists() else list(argv)
+    popen = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                             start_new_session=True, cwd=ROOT)
+    return Proc(name, popen, port, log)
+
+
+def wait_http(url: str, proc: Proc, timeout_s: float = 120.0) -> None:
+    """Poll ``url`` until it answers (any status below 500); raise if the process dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}; "
+                               f"see {proc.log}:\n{proc.log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} did not answer {url} within {timeout_s} s")
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(_children(current))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time (s) of ``pid`` and its descendants, from /proc/<pid>/stat."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLK_TCK
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """PSS and RSS (KiB) of ``pid`` and its descendants, from /proc/<pid>/smaps_rollup."""
+    pss = rss = 0
+    for p in tree(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss += int(line.split()[1])
+    return {"pss": pss, "rss": rss}
