@@ -5,7 +5,9 @@ A provider turns a validated request into a ``ChunkStream`` of OpenAI-dialect ch
 
 ``open_chat`` / ``open_text`` do everything that can fail before the first byte is sent (queueing,
 connecting, reading the upstream status) and raise ``GatewayError`` subclasses for it. Iterating
-the stream yields chunks; a failure after that raises ``UpstreamError``. ``aclose()`` must release
+the stream yields batches of chunks (``list[Chunk]``: the chunks that became available together,
+e.g. from one upstream read, so the server can write them in one syscall without adding latency);
+a failure after that raises ``UpstreamError``. ``aclose()`` must release
 everything (close the upstream connection, stop local generation) and is safe to call twice;
 the server calls it on every exit path, including client disconnect.
 """
@@ -24,7 +26,7 @@ __all__ = ["ChunkStream", "Provider", "Target"]
 
 
 class ChunkStream:
-    """An async iterator of chunks that owns a resource, released by ``aclose()``.
+    """An async iterator of chunk batches that owns a resource, released by ``aclose()``.
 
     ``usage_source`` is ``"upstream"``, ``"tokenizer"`` (counted by the model's own tokenizer),
     or ``None`` when the provider cannot report usage and the gateway must estimate it.
@@ -32,10 +34,10 @@ class ChunkStream:
 
     usage_source: str | None = None
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
+    def __aiter__(self) -> AsyncIterator[list[Chunk]]:
         return self._iterate()
 
-    def _iterate(self) -> AsyncIterator[Chunk]:
+    def _iterate(self) -> AsyncIterator[list[Chunk]]:
         raise NotImplementedError
 
     async def aclose(self) -> None:

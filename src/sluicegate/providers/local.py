@@ -34,27 +34,28 @@ class LocalStream(ChunkStream):
         self._job = job
         self._kind = kind
 
-    async def _iterate(self) -> AsyncIterator[Chunk]:
+    async def _iterate(self) -> AsyncIterator[list[Chunk]]:
         job = self._job
         chat = self._kind == "chat"
         started = -1
         while True:
             item = await job.queue.get()
             if isinstance(item, Piece):
-                if chat:
-                    if item.index != started:
-                        started = item.index
-                        yield chat_chunk(item.index, {"role": "assistant", "content": ""})
-                    if item.text:
-                        yield chat_chunk(item.index, {"content": item.text})
-                    if item.finish_reason is not None:
-                        yield chat_chunk(item.index, {}, item.finish_reason)
-                else:
-                    yield text_chunk(item.index, item.text, item.finish_reason)
+                if not chat:
+                    yield [text_chunk(item.index, item.text, item.finish_reason)]
+                    continue
+                batch: list[Chunk] = []
+                if item.index != started:
+                    started = item.index
+                    batch.append(chat_chunk(item.index, {"role": "assistant", "content": ""}))
+                if item.text:
+                    batch.append(chat_chunk(item.index, {"content": item.text}))
+                if item.finish_reason is not None:
+                    batch.append(chat_chunk(item.index, {}, item.finish_reason))
+                yield batch
             elif isinstance(item, Finished):
-                yield usage_chunk(
-                    self._kind, make_usage(item.prompt_tokens, item.completion_tokens)
-                )
+                yield [usage_chunk(self._kind,
+                                   make_usage(item.prompt_tokens, item.completion_tokens))]
                 return
             elif isinstance(item, GatewayError):
                 raise item

@@ -5,10 +5,10 @@ deployment's upstream model, ``stream`` is true (non-stream requests are accumul
 gateway), and ``stream_options.include_usage`` is true so usage can always be accounted (the
 gateway strips the usage chunk again if the client did not ask for it).
 
-Stream parsing: one SSE decode and one ``orjson.loads`` per event; ``data: [DONE]`` ends the
-stream (WIRE.md §2). An event whose JSON has a truthy top-level ``error`` raises
-``UpstreamError`` (what openai-python does, and what OpenRouter sends mid-stream). A connection
-lost mid-body raises ``UpstreamError``.
+Stream parsing: one SSE decode and one ``orjson.loads`` per event, yielded in batches of one
+network read; ``data: [DONE]`` ends the stream (WIRE.md §2). An event whose JSON has a truthy
+top-level ``error`` raises ``UpstreamError`` (what openai-python does, and what OpenRouter sends
+mid-stream), after the chunks before it. A connection lost mid-body raises ``UpstreamError``.
 
 Errors before the stream: connect failures → ``UpstreamError`` (502); a non-2xx status →
 ``UpstreamStatusError`` with the upstream's status and its OpenAI-shaped error fields, and
@@ -17,6 +17,7 @@ Errors before the stream: connect failures → ``UpstreamError`` (502); a non-2x
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -36,6 +37,7 @@ __all__ = ["OpenAIProvider", "OpenAIStream"]
 log = logging.getLogger("sluicegate.providers.openai")
 
 _MAX_ERROR_BODY = 64 * 1024
+_DRAIN_TIMEOUT_S = 0.5
 
 
 class OpenAIStream(ChunkStream):
@@ -48,17 +50,21 @@ class OpenAIStream(ChunkStream):
         self._done = False
         self.malformed = 0
 
-    async def _iterate(self) -> AsyncIterator[Chunk]:
+    async def _iterate(self) -> AsyncIterator[list[Chunk]]:
         decoder = SSEDecoder()
+        loads = orjson.loads
         try:
             async for data in self._response.content.iter_any():
+                batch: list[Chunk] = []
                 for event in decoder.feed(data):
                     payload = event.data
                     if payload[:6] == b"[DONE]":
                         self._done = True
+                        if batch:
+                            yield batch
                         return
                     try:
-                        chunk = orjson.loads(payload)
+                        chunk = loads(payload)
                     except orjson.JSONDecodeError:
                         self.malformed += 1
                         log.warning("skipped a malformed upstream event: %r", payload[:200])
@@ -68,18 +74,32 @@ class OpenAIStream(ChunkStream):
                         continue
                     error = chunk.get("error")
                     if error:
+                        if batch:
+                            yield batch  # everything before the error reaches the client
                         raise _midstream_error(error)
-                    yield chunk
+                    batch.append(chunk)
+                if batch:
+                    yield batch
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise UpstreamError(f"The upstream connection was lost mid-stream: {exc}") from exc
 
     async def aclose(self) -> None:
         # A finished body returns its connection to the pool; anything else closes the socket,
         # so the upstream sees the disconnect at once and stops generating.
-        if self._done:
-            self._response.release()
+        response = self._response
+        if self._done and not response.content.is_eof():
+            # After [DONE] only the body's end (e.g. the last chunk of chunked encoding) is
+            # left; read it so the connection can be reused instead of reconnecting.
+            try:
+                async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                    while await response.content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+        if self._done and response.content.is_eof():
+            response.release()
         else:
-            self._response.close()
+            response.close()
 
 
 def _midstream_error(error: Any) -> UpstreamError:
