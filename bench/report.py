@@ -212,12 +212,14 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             axes[1].plot(samples, ys, label=kind)
     axes[1].set_xscale("symlog", linthresh=1.0)
     axes[1].set_title("TTFT CDF at fixed concurrency (ms)")
-    axes[1].legend()
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend()
     for kind, rows in (results.get("memory") or {}).items():
         axes[2].plot([r["streams"] for r in rows], [r["pss"] / 1024 for r in rows], "o-",
                      label=kind)
     axes[2].set_title("PSS (MiB) by open streams")
-    axes[2].legend()
+    if axes[2].get_legend_handles_labels()[0]:
+        axes[2].legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
