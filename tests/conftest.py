@@ -59,6 +59,12 @@ def mock_gateway(upstream: FakeOpenAIUpstream) -> Iterator[tuple[ServerThread, G
     mp.undo()
 
 
+@pytest.fixture
+def gw(mock_gateway: tuple[ServerThread, Gateway], fake: FakeOpenAIUpstream) -> ServerThread:
+    """The shared mock gateway, with the fake upstream's script and records reset."""
+    return mock_gateway[0]
+
+
 @pytest.fixture(scope="session")
 def local_gateway() -> Iterator[tuple[ServerThread, Gateway]]:
     """A gateway on the real embedded model, loaded at start-up."""

@@ -22,7 +22,6 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from sluicegate.cli import app
-from sluicegate.server import Gateway
 
 from .conftest import mock_config
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port, start_gateway
@@ -41,11 +40,6 @@ def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
 def flat(text: str) -> str:
     """Rich wraps long lines at the console width; compare with whitespace collapsed."""
     return " ".join(text.split())
-
-
-@pytest.fixture
-def gw(mock_gateway: tuple[ServerThread, Gateway], fake: FakeOpenAIUpstream) -> ServerThread:
-    return mock_gateway[0]
 
 
 @pytest.fixture(scope="module")

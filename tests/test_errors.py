@@ -100,12 +100,6 @@ def sdk(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def gw(mock_gateway: Gw, fake: FakeOpenAIUpstream) -> ServerThread:
-    """The shared mock gateway, with the fake upstream's script and records reset."""
-    return mock_gateway[0]
-
-
 @pytest.fixture(scope="module")
 def limited_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
     server, _ = start_gateway(mock_config(upstream.base_url, max_body_bytes=BODY_LIMIT))
