@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,14 +25,9 @@ from typing import Any
 
 import httpx
 import orjson
+from procs import free_port
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def direct_round(llm: Any, max_tokens: int) -> dict[str, float]:
@@ -95,7 +89,7 @@ def main() -> None:
     from llama_cpp import Llama
 
     path = str(gguf.assemble())
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SLUICEGATE_N_THREADS": str(args.threads),
            "SLUICEGATE_N_CTX": "2048", "SLUICEGATE_PORT": str(port)}
     exe = Path(sys.executable).with_name("sluicegate")

@@ -20,10 +20,12 @@ under bench/.work/ instead of docs/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,21 @@ class Bench:
             return proc, f"http://127.0.0.1:{port}", "mock", None  # master key off, as ours
         raise ValueError(kind)
 
+    @contextlib.contextmanager
+    def served(self, kind: str, chunks: int, gap_ms: int) -> Iterator[
+        tuple[Proc | None, str, str, str | None]
+    ]:
+        """A fresh mock upstream and ``kind`` in front of it, both stopped on exit."""
+        mock = self.start_mock(chunks, gap_ms)
+        proc = None
+        try:
+            proc, base, model, key = self.start_target(kind, mock)
+            yield proc, base, model, key
+        finally:
+            if proc:
+                proc.stop()
+            mock.stop()
+
     def litellm_python(self) -> Path | None:
         if self._litellm_python is False:
             import litellm_target
@@ -151,22 +168,15 @@ class Bench:
         concurrency, streams, chunks = (10, 40, 8) if self.smoke else (200, 2000, 64)
         results: dict[str, dict[str, Any]] = {}
         for kind in self.targets():
-            mock = self.start_mock(chunks, gap_ms)
-            proc = None
             try:
-                proc, base, model, key = self.start_target(kind, mock)
-                self.load(base, model, key, concurrency=concurrency,
-                          streams=max(concurrency, streams // 10), tag=f"{tag}-{kind}-warm")
-                results[kind] = self.measured_load(proc, base, model, key,
-                                                   concurrency=concurrency, streams=streams,
-                                                   tag=f"{tag}-{kind}")
-                results[kind]["mock_cpu_s"] = procs.cpu_seconds(mock.pid)
+                with self.served(kind, chunks, gap_ms) as (proc, base, model, key):
+                    self.load(base, model, key, concurrency=concurrency,
+                              streams=max(concurrency, streams // 10), tag=f"{tag}-{kind}-warm")
+                    results[kind] = self.measured_load(proc, base, model, key,
+                                                       concurrency=concurrency, streams=streams,
+                                                       tag=f"{tag}-{kind}")
             except (RuntimeError, subprocess.SubprocessError) as exc:
                 self.notes.append(f"{tag}: {kind} failed: {exc}")
-            finally:
-                if proc:
-                    proc.stop()
-                mock.stop()
             print(f"[{tag}] {kind}: {summary(results.get(kind))}", file=sys.stderr)
         return results
 
@@ -182,23 +192,17 @@ class Bench:
             levels[-1] = fits
         out: dict[str, list[dict[str, Any]]] = {}
         for kind in ("passthrough", "sluicegate"):
-            mock = self.start_mock(100000, 10000)
-            proc = None
             try:
-                proc, base, model, key = self.start_target(kind, mock)
-                assert proc is not None
-                self.hold(proc, base, model, key, 20)  # warm-up (streams never end here)
-                rows = []
-                for n in levels:
-                    rows.append(self.hold(proc, base, model, key, n))
-                    print(f"[memory] {kind} {rows[-1]}", file=sys.stderr)
-                out[kind] = rows
+                with self.served(kind, 100000, 10000) as (proc, base, model, key):
+                    assert proc is not None
+                    self.hold(proc, base, model, key, 20)  # warm-up (streams never end here)
+                    rows = []
+                    for n in levels:
+                        rows.append(self.hold(proc, base, model, key, n))
+                        print(f"[memory] {kind} {rows[-1]}", file=sys.stderr)
+                    out[kind] = rows
             except (RuntimeError, subprocess.SubprocessError) as exc:
                 self.notes.append(f"memory: {kind} failed: {exc}")
-            finally:
-                if proc:
-                    proc.stop()
-                mock.stop()
         return out
 
     def hold(self, proc: Proc, base: str, model: str, key: str | None, n: int) -> dict[str, Any]:
@@ -228,22 +232,15 @@ class Bench:
 
     def leak(self) -> dict[str, Any]:
         first, total = (500, 2000) if self.smoke else (10000, 100000)
-        mock = self.start_mock(4, 0)
-        proc = None
-        try:
-            proc, base, model, key = self.start_target("sluicegate", mock)
+        with self.served("sluicegate", 4, 0) as (proc, base, model, key):
             assert proc is not None
             a = self.load(base, model, key, concurrency=200, streams=first, tag="leak-a")
             rss_a = procs.memory_kib(proc.pid)
             b = self.load(base, model, key, concurrency=200, streams=total - first, tag="leak-b")
             rss_b = procs.memory_kib(proc.pid)
-            return {"first": first, "total": total, "rss_first_kib": rss_a["rss"],
-                    "rss_total_kib": rss_b["rss"], "errors": a["errors"] + b["errors"],
-                    "completed": a["completed"] + b["completed"]}
-        finally:
-            if proc:
-                proc.stop()
-            mock.stop()
+        return {"first": first, "total": total, "rss_first_kib": rss_a["rss"],
+                "rss_total_kib": rss_b["rss"], "errors": a["errors"] + b["errors"],
+                "completed": a["completed"] + b["completed"]}
 
     def local_model(self) -> dict[str, Any] | None:
         argv = [sys.executable, str(BENCH / "local_model.py"), "--json"]

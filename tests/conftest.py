@@ -11,6 +11,7 @@ from .fakes import FakeOpenAIUpstream, ServerThread, start_gateway
 
 MOCK_KEY_ENV = "SLUICEGATE_TEST_UPSTREAM_KEY"
 MOCK_KEY = "sk-upstream-test"
+MASTER_KEY = "sk-master"
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +64,16 @@ def mock_gateway(upstream: FakeOpenAIUpstream) -> Iterator[tuple[ServerThread, G
 def gw(mock_gateway: tuple[ServerThread, Gateway], fake: FakeOpenAIUpstream) -> ServerThread:
     """The shared mock gateway, with the fake upstream's script and records reset."""
     return mock_gateway[0]
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
+    """A gateway in front of the fake upstream that requires ``MASTER_KEY``."""
+    server, _ = start_gateway(mock_config(upstream.base_url, api_key=MASTER_KEY))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,12 +22,11 @@ from typer.testing import CliRunner, Result
 
 from sluicegate.cli import app
 
-from .conftest import mock_config
-from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port, start_gateway
+from .conftest import MASTER_KEY
+from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port
 
 SCRIPT = Path(sys.executable).parent / "sluicegate"
 STATS = re.compile(r"TTFT (\d+|nan) ms · (\d+) tokens · (\d+\.\d) tokens/s · (\d+\.\d\d) s total")
-MASTER_KEY = "sk-cli-master"
 
 
 def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
@@ -40,15 +38,6 @@ def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
 def flat(text: str) -> str:
     """Rich wraps long lines at the console width; compare with whitespace collapsed."""
     return " ".join(text.split())
-
-
-@pytest.fixture(scope="module")
-def keyed_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
-    server, _ = start_gateway(mock_config(upstream.base_url, api_key=MASTER_KEY))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

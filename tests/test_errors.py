@@ -19,7 +19,7 @@ import pytest
 from sluicegate.config import DeploymentConfig, GatewayConfig
 from sluicegate.server import Gateway
 
-from .conftest import mock_config
+from .conftest import MASTER_KEY, mock_config
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port, start_gateway
 
 MODEL = "mock/gpt-test"
@@ -28,7 +28,6 @@ CHAT = "/v1/chat/completions"
 TEXT = "/v1/completions"
 STREAM_ALIAS = "/api/v1/chat/completions/stream"
 ERROR_KEYS = {"message", "type", "param", "code"}
-MASTER_KEY = "sk-master"
 BODY_LIMIT = 2048
 
 Gw = tuple[ServerThread, Gateway]
@@ -103,15 +102,6 @@ def sdk(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def limited_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
     server, _ = start_gateway(mock_config(upstream.base_url, max_body_bytes=BODY_LIMIT))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def keyed_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
-    server, _ = start_gateway(mock_config(upstream.base_url, api_key=MASTER_KEY))
     try:
         yield server
     finally:

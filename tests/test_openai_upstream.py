@@ -222,11 +222,17 @@ def test_metrics_count_requests_ttft_and_rejections(mock_gateway: Gw,
     list(_client(server).chat.completions.create(model="mock/metrics-test", messages=MESSAGES,
                                                  stream=True))
     httpx.post(server.url + "/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
-    r = httpx.get(server.url + "/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    after = r.text
     done = ('sluicegate_requests_total{model="mock/metrics-test",outcome="completed",'
             'provider="mock/*"}')
+    # Accounting runs in the handler's cleanup, just after the client has read [DONE].
+    deadline = time.monotonic() + 5
+    while True:
+        r = httpx.get(server.url + "/metrics")
+        after = r.text
+        if sample(after, done) > sample(before, done) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert sample(after, done) == sample(before, done) + 1
     ttft = 'sluicegate_ttft_seconds_count{model="mock/metrics-test"}'
     assert sample(after, ttft) == sample(before, ttft) + 1

@@ -33,7 +33,7 @@ class StreamShaper:
     """
 
     __slots__ = (
-        "_content_key",
+        "_chat",
         "completion_chars",
         "created",
         "finished",
@@ -59,7 +59,7 @@ class StreamShaper:
         self.usage: dict[str, Any] | None = None
         self.completion_chars = 0
         self.first_content_at: float | None = None  # time.perf_counter() of the first content
-        self._content_key = "delta" if kind == "chat" else "text"
+        self._chat = kind == "chat"
 
     def shape(self, chunk: Chunk) -> Chunk | None:
         """Rewrite one provider chunk in place; returns None when it must not be sent."""
@@ -75,7 +75,7 @@ class StreamShaper:
         chunk["id"] = self.id
         chunk["created"] = self.created
         chunk["model"] = self.model
-        chat = self.kind == "chat"
+        chat = self._chat
         for choice in choices:
             index = choice.get("index", 0)
             if index not in self.started:
