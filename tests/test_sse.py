@@ -608,3 +608,42 @@ def test_unterminated_event_id_does_not_update_last_event_id() -> None:
     decoder.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n")
     # The event with id 2 was never completed; reconnection must resume after id 1.
     assert decoder.last_event_id == "1"
+
+
+_PIECES = [
+    b"data: a\n\n", b"data: {\"x\": 1}\n\n", b"event: e\ndata: b\n\n", b": comment\n\n",
+    b"id: 7\n\n", b"data: x\ndata: y\n\n", b"\n", b"retry: 5\n", b"data:z\n\n",
+    b"id: 9\ndata: q\n\n", b"data: \n\n", b"data: crlf\r\n\r\n", b"data: cr\r\r", b"id\n",
+    b"data: \xc3\xa9t\xc3\xa9\n\n", b"data: unterminated",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_feed_data_matches_feed_on_random_streams(seed: int) -> None:
+    """The data-only fast path gives the same payloads and Last-Event-ID as ``feed``, for any
+    mix of fields and line endings, split at random offsets."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(50):
+        stream = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 10)))
+        if rng.random() < 0.2:
+            stream = b"\xef\xbb\xbf" + stream
+        reference = SSEDecoder()
+        expected = [event.data for event in reference.feed(stream)]
+        decoder = SSEDecoder()
+        got: list[bytes] = []
+        i = 0
+        while i < len(stream):
+            j = i + rng.randint(1, 12)
+            got += decoder.feed_data(stream[i:j])
+            i = j
+        assert got == expected, stream
+        assert decoder.last_event_id == reference.last_event_id, stream
+
+
+def test_feed_data_one_event_per_read() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed_data(b'data: {"a":1}\n\n') == [b'{"a":1}']
+    assert decoder.feed_data(b'data: {"b"') == []
+    assert decoder.feed_data(b':2}\n\ndata: [DONE]\n\n') == [b'{"b":2}', b"[DONE]"]

@@ -106,6 +106,33 @@ class SSEDecoder:
                 self._field(line)
         return events
 
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """Like ``feed``, but returns only the ``data`` of each completed event (bytes).
+
+        For data-only dialects (OpenAI, WIRE.md §2), where event names are not used. When the
+        input is LF-only and no event is half-read (no data, name or new id pending), whole
+        events are split at blank lines and a one-line ``data:`` event costs one slice;
+        anything else (CR, comments, other fields, multi-line data, a BOM not yet seen) goes
+        through ``feed``. Both paths give the same payloads and ``last_event_id``.
+        """
+        buf = self._buf + chunk if self._buf else chunk
+        if (not self._started or self._trailing_cr or self._data or self._event
+                or self._id != self.last_event_id or b"\r" in buf):
+            return [event.data for event in self.feed(chunk)]
+        parts = buf.split(b"\n\n")
+        # The unfinished tail starts at a line boundary, so ``feed`` can resume from it.
+        tail = parts.pop()
+        self._buf = b""
+        out: list[bytes] = []
+        for part in parts:
+            if part[:6] == b"data: " and b"\n" not in part:
+                out.append(part[6:])
+                self.last_event_id = self._id  # a dispatch, as in ``_dispatch``
+            else:
+                out.extend(event.data for event in self.feed(part + b"\n\n"))
+        self._buf = tail
+        return out
+
     def _field(self, line: bytes) -> None:
         if line[:1] == b":":
             return

@@ -56,8 +56,7 @@ class OpenAIStream(ChunkStream):
         try:
             async for data in self._response.content.iter_any():
                 batch: list[Chunk] = []
-                for event in decoder.feed(data):
-                    payload = event.data
+                for payload in decoder.feed_data(data):
                     if payload[:6] == b"[DONE]":
                         self._done = True
                         if batch:
