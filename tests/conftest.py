@@ -69,11 +69,14 @@ def gw(mock_gateway: tuple[ServerThread, Gateway], fake: FakeOpenAIUpstream) -> 
 @pytest.fixture(scope="module")
 def keyed_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
     """A gateway in front of the fake upstream that requires ``MASTER_KEY``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(MOCK_KEY_ENV, MOCK_KEY)
     server, _ = start_gateway(mock_config(upstream.base_url, api_key=MASTER_KEY))
     try:
         yield server
     finally:
         server.stop()
+        mp.undo()
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,16 @@ YAML shape (every key optional)::
       n_ctx: 4096              # context window (tokens)
       n_threads: null          # llama.cpp threads (null: cores)
     embedded_model: true       # serve local/gemma-3-270m (alias "default")
+    providers:                 # built-ins: openai, anthropic, gemini, openrouter (see below)
+      anthropic:
+        base_url: https://api.anthropic.com/v1   # override a built-in's base URL, key, headers
+      vllm:                    # a new provider: model names "vllm/<model>"
+        dialect: openai        # openai, anthropic, gemini or openrouter
+        base_url: http://127.0.0.1:8000/v1
+        api_key_env: null      # no key needed
     models:
       - name: "mock/*"         # exact name, or a prefix pattern ending in "*"
-        provider: openai       # openai (any OpenAI-dialect server) or local
+        provider: openai       # a provider above, a built-in, or local
         base_url: http://127.0.0.1:9000/v1
         api_key_env: MOCK_API_KEY
         model: null            # upstream model; for a pattern, the part matched by "*"
@@ -25,6 +32,13 @@ YAML shape (every key optional)::
         model_path: /models/my.gguf
     aliases:
       fast: mock/gpt-4o-mini
+
+Built-in providers serve ``<provider>/<model>`` names when their key is set: ``openai``
+(``OPENAI_API_KEY``), ``anthropic`` (``ANTHROPIC_API_KEY``), ``gemini`` (``GEMINI_API_KEY`` or
+``GOOGLE_API_KEY``), ``openrouter`` (``OPENROUTER_API_KEY``); base URLs from ``OPENAI_BASE_URL``,
+``ANTHROPIC_BASE_URL``, ``GEMINI_BASE_URL``, ``OPENROUTER_BASE_URL`` or the ``providers``
+section. OpenRouter attribution headers come from ``OPENROUTER_SITE_URL`` (``HTTP-Referer``) and
+``OPENROUTER_APP_NAME`` (``X-Title``).
 
 Environment overrides: ``SLUICEGATE_CONFIG`` (file path), ``SLUICEGATE_HOST``, ``SLUICEGATE_PORT``,
 ``SLUICEGATE_API_KEY``, ``SLUICEGATE_MAX_BODY_BYTES``, ``SLUICEGATE_PRELOAD``,
@@ -43,12 +57,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "BUILTIN_PROVIDERS",
     "EMBEDDED_ALIAS",
     "EMBEDDED_MODEL",
     "ConfigError",
     "DeploymentConfig",
+    "Dialect",
     "GatewayConfig",
     "LocalSettings",
+    "ProviderSettings",
     "ServerSettings",
     "load_config",
 ]
@@ -80,11 +97,39 @@ class LocalSettings(_Strict):
     n_threads: int | None = Field(default=None, ge=1)
 
 
+Dialect = Literal["openai", "anthropic", "gemini", "openrouter"]
+
+BUILTIN_PROVIDERS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # name: (default base URL, key env vars in order of preference, base URL env var)
+    "openai": ("https://api.openai.com/v1", ("OPENAI_API_KEY",), "OPENAI_BASE_URL"),
+    "anthropic": ("https://api.anthropic.com/v1", ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL"),
+    "gemini": ("https://generativelanguage.googleapis.com/v1beta",
+               ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "GEMINI_BASE_URL"),
+    "openrouter": ("https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",),
+                   "OPENROUTER_BASE_URL"),
+}
+"""Built-in providers; each serves ``<name>/<model>`` once one of its key variables is set."""
+
+
+class ProviderSettings(_Strict):
+    """One upstream endpoint in a dialect. For a built-in, every field is an override."""
+
+    dialect: Dialect | None = None  # a built-in's own name when omitted
+    base_url: str | None = None
+    api_key_env: str | None = None  # None for a new provider: no key needed
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class DeploymentConfig(_Strict):
-    """One client-facing model name (or ``prefix/*`` pattern) and where it is served."""
+    """One client-facing model name (or ``prefix/*`` pattern) and where it is served.
+
+    ``provider`` is ``local``, a built-in (``openai``, ``anthropic``, ``gemini``,
+    ``openrouter``) or a name from the ``providers`` section. ``base_url``, ``api_key_env`` and
+    ``headers`` set here give the deployment its own endpoint in that provider's dialect.
+    """
 
     name: str = Field(min_length=1)
-    provider: Literal["openai", "local"]
+    provider: str = Field(min_length=1)
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
@@ -95,19 +140,29 @@ class DeploymentConfig(_Strict):
     def is_pattern(self) -> bool:
         return self.name.endswith("*")
 
-    @model_validator(mode="after")
-    def _endpoint(self) -> DeploymentConfig:
-        if self.provider == "openai" and not self.base_url:
-            raise ValueError(f"model {self.name!r}: provider 'openai' needs a base_url")
-        return self
-
 
 class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     embedded_model: bool = True
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: list[DeploymentConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_providers(self) -> GatewayConfig:
+        for name, settings in self.providers.items():
+            if name == "local" or "/" in name:
+                raise ValueError(f"providers: {name!r} is not a usable provider name")
+            if name not in BUILTIN_PROVIDERS and (settings.dialect is None
+                                                  or settings.base_url is None):
+                raise ValueError(f"provider {name!r} needs a dialect and a base_url")
+        known = {"local", *BUILTIN_PROVIDERS, *self.providers}
+        for d in self.models:
+            if d.provider not in known:
+                raise ValueError(f"model {d.name!r}: unknown provider {d.provider!r} "
+                                 f"(known: {', '.join(sorted(known))})")
+        return self
 
 
 _ENV: dict[str, tuple[str, str]] = {

@@ -7,6 +7,7 @@
     │   └── ContextLengthError        400 code=context_length_exceeded
     ├── AuthenticationError           401 authentication_error
     ├── ModelNotFoundError            404 not_found_error, code=model_not_found
+    │   └── ProviderNotConfiguredError 404 code=provider_not_configured (names the key variable)
     ├── RouteNotFoundError            404 not_found_error
     ├── MethodNotAllowedError         405 invalid_request_error
     ├── PayloadTooLargeError          413 invalid_request_error, code=request_too_large
@@ -84,6 +85,20 @@ class ModelNotFoundError(GatewayError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"The model '{model}' does not exist on this gateway.", param="model")
+
+
+class ProviderNotConfiguredError(ModelNotFoundError):
+    """The model's provider has no API key on this gateway (its key variable is not set)."""
+
+    code = "provider_not_configured"
+
+    def __init__(self, model: str, provider: str, key_envs: tuple[str, ...]) -> None:
+        GatewayError.__init__(
+            self,
+            f"The model '{model}' is served by provider '{provider}', which has no API key on "
+            f"this gateway: set {' or '.join(key_envs)}.",
+            param="model",
+        )
 
 
 class RouteNotFoundError(GatewayError):

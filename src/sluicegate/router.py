@@ -2,24 +2,47 @@
 
 Order: aliases (``default`` → ``local/gemma-3-270m``), exact names, then prefix patterns
 (``mock/*``), longest prefix first. For a pattern, the upstream model is the deployment's
-``model`` if set, else the part of the name that ``*`` matched. ``resolve`` raises
-``ModelNotFoundError`` (404).
+``model`` if set, else the part of the name that ``*`` matched.
+
+Every provider (the built-ins ``openai``, ``anthropic``, ``gemini``, ``openrouter`` and those of
+the config's ``providers`` section) also serves ``<provider>/<model>``, unless a configured
+deployment already claims that prefix. A provider whose key variable is not set is not listed
+by ``/v1/models``, and resolving one of its names raises ``ProviderNotConfiguredError`` (404)
+naming the variable to set. ``resolve`` raises ``ModelNotFoundError`` (404) for unknown names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import EMBEDDED_ALIAS, EMBEDDED_MODEL, DeploymentConfig, GatewayConfig
-from .errors import ModelNotFoundError
+from .config import (
+    BUILTIN_PROVIDERS,
+    EMBEDDED_ALIAS,
+    EMBEDDED_MODEL,
+    DeploymentConfig,
+    GatewayConfig,
+)
+from .errors import GatewayError, ModelNotFoundError, ProviderNotConfiguredError
 from .local.engine import LocalEngine
+from .providers.anthropic import AnthropicProvider
 from .providers.base import Provider, Target
+from .providers.gemini import GeminiProvider
+from .providers.http import HTTPProvider
 from .providers.local import LocalProvider
 from .providers.openai import OpenAIProvider
 
-__all__ = ["Router", "embedded_model_path"]
+__all__ = ["MODEL_LIST_TTL_S", "Router", "embedded_model_path"]
+
+log = logging.getLogger("sluicegate.router")
+
+MODEL_LIST_TTL_S = 300.0
+"""How long a provider's model list is reused (s)."""
 
 
 def embedded_model_path() -> str:
@@ -35,15 +58,42 @@ class _Route:
     provider: Provider
 
 
-class Router:
-    """Resolves model names; owns the providers and local engines it built."""
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    dialect: str
+    base_url: str
+    api_key_env: tuple[str, ...]
+    headers: dict[str, str]
 
-    def __init__(self, config: GatewayConfig) -> None:
+
+def _http_provider(name: str, endpoint: _Endpoint) -> HTTPProvider:
+    kwargs: dict[str, Any] = {"api_key_env": endpoint.api_key_env, "headers": endpoint.headers}
+    if endpoint.dialect == "anthropic":
+        return AnthropicProvider(name, endpoint.base_url, **kwargs)
+    if endpoint.dialect == "gemini":
+        return GeminiProvider(name, endpoint.base_url, **kwargs)
+    return OpenAIProvider(name, endpoint.base_url, openrouter=endpoint.dialect == "openrouter",
+                          **kwargs)
+
+
+class Router:
+    """Resolves model names; owns the providers and local engines it built.
+
+    ``env`` (default ``os.environ``) gives the built-ins' base URL overrides at start-up; keys
+    are read per request, so a key set or rotated later takes effect.
+    """
+
+    def __init__(self, config: GatewayConfig, env: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.engines: dict[str, LocalEngine] = {}
         self._exact: dict[str, _Route] = {}
         self._patterns: list[tuple[str, _Route]] = []
         self._aliases = dict(config.aliases)
+        self._model_cache: dict[str, tuple[float, list[str]]] = {}
+        self._endpoints = self._provider_endpoints(os.environ if env is None else env)
+        self.providers: dict[str, HTTPProvider] = {
+            name: _http_provider(name, endpoint) for name, endpoint in self._endpoints.items()
+        }
         deployments = list(config.models)
         if config.embedded_model and not any(d.name == EMBEDDED_MODEL for d in deployments):
             deployments.append(
@@ -56,7 +106,37 @@ class Router:
                 self._patterns.append((deployment.name[:-1], route))
             else:
                 self._exact[deployment.name] = route
+        claimed = {prefix for prefix, _ in self._patterns}
+        self._served_providers: list[str] = []  # providers serving "<name>/<model>" themselves
+        for name, provider in self.providers.items():
+            if f"{name}/" not in claimed:
+                self._served_providers.append(name)
+                self._patterns.append(
+                    (f"{name}/", _Route(DeploymentConfig(name=f"{name}/*", provider=name),
+                                        provider)))
         self._patterns.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def _provider_endpoints(self, env: Mapping[str, str]) -> dict[str, _Endpoint]:
+        endpoints: dict[str, _Endpoint] = {}
+        for name, (base_url, key_envs, base_env) in BUILTIN_PROVIDERS.items():
+            settings = self.config.providers.get(name)
+            endpoints[name] = _Endpoint(
+                dialect=name,
+                base_url=(settings and settings.base_url) or env.get(base_env) or base_url,
+                api_key_env=((settings.api_key_env,) if settings and settings.api_key_env
+                             else key_envs),
+                headers=dict(settings.headers) if settings else {},
+            )
+        for name, settings in self.config.providers.items():
+            if name in BUILTIN_PROVIDERS:
+                continue
+            assert settings.dialect is not None and settings.base_url is not None
+            endpoints[name] = _Endpoint(
+                dialect=settings.dialect, base_url=settings.base_url,
+                api_key_env=(settings.api_key_env,) if settings.api_key_env else (),
+                headers=dict(settings.headers),
+            )
+        return endpoints
 
     def _provider_for(self, d: DeploymentConfig) -> Provider:
         if d.provider == "local":
@@ -69,26 +149,49 @@ class Router:
                                      max_queue=local.max_queue)
                 self.engines[key] = engine
             return LocalProvider(engine)
-        if not d.base_url:
-            raise ValueError(f"model {d.name!r}: provider 'openai' needs a base_url")
-        return OpenAIProvider(d.name, d.base_url, api_key_env=d.api_key_env, headers=d.headers)
+        shared = self._endpoints[d.provider]
+        if not (d.base_url or d.api_key_env or d.headers):
+            return self.providers[d.provider]
+        # Its own endpoint in the provider's dialect, named after the deployment. With its own
+        # base_url it also brings its own key (or none): the provider's key never goes to
+        # another host.
+        if d.api_key_env:
+            key_env: tuple[str, ...] = (d.api_key_env,)
+        else:
+            key_env = () if d.base_url else shared.api_key_env
+        return _http_provider(d.name, _Endpoint(
+            dialect=shared.dialect,
+            base_url=d.base_url or shared.base_url,
+            api_key_env=key_env,
+            headers={**shared.headers, **d.headers},
+        ))
 
     def resolve(self, model: str) -> Target:
         """The target for a client-facing model name. Raises ``ModelNotFoundError``."""
         name = self._aliases.get(model, model)
         route = self._exact.get(name)
         if route is not None:
-            return Target(model, route.deployment.model or name, route.provider)
+            return self._target(model, route, route.deployment.model or name)
         for prefix, route in self._patterns:
             if name.startswith(prefix) and len(name) > len(prefix):
-                return Target(model, route.deployment.model or name[len(prefix):],
-                              route.provider)
+                return self._target(model, route, route.deployment.model or name[len(prefix):])
         raise ModelNotFoundError(model)
 
+    @staticmethod
+    def _target(model: str, route: _Route, upstream_model: str) -> Target:
+        provider = route.provider
+        if isinstance(provider, HTTPProvider) and not provider.usable:
+            raise ProviderNotConfiguredError(model, route.deployment.provider,
+                                             provider.api_key_envs)
+        return Target(model, upstream_model, provider)
+
     def list_models(self) -> list[dict[str, Any]]:
-        """``/v1/models`` entries: exact names and aliases (patterns are not enumerable)."""
+        """``/v1/models`` entries: usable exact names and aliases (patterns are listed by
+        ``list_models_async``, which asks each provider)."""
         entries = []
         for name, route in self._exact.items():
+            if isinstance(route.provider, HTTPProvider) and not route.provider.usable:
+                continue
             entries.append({"id": name, "object": "model", "created": 0,
                             "owned_by": route.provider.name})
         for alias in self._aliases:
@@ -99,6 +202,31 @@ class Router:
             entries.append({"id": alias, "object": "model", "created": 0,
                             "owned_by": target.provider.name})
         return entries
+
+    async def list_models_async(self) -> list[dict[str, Any]]:
+        """``list_models()`` plus ``<provider>/<model>`` for every usable provider, from the
+        upstream's own model list (cached for ``MODEL_LIST_TTL_S``; a provider that fails to
+        answer is logged and left out)."""
+        entries = self.list_models()
+        names = [name for name in self._served_providers if self.providers[name].usable]
+        listed = await asyncio.gather(*(self._provider_models(n) for n in names))
+        for name, ids in zip(names, listed, strict=True):
+            entries.extend({"id": f"{name}/{model_id}", "object": "model", "created": 0,
+                            "owned_by": name} for model_id in ids)
+        return entries
+
+    async def _provider_models(self, name: str) -> list[str]:
+        cached = self._model_cache.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < MODEL_LIST_TTL_S:
+            return cached[1]
+        try:
+            ids = await self.providers[name].list_models()
+        except GatewayError as exc:
+            log.warning("provider %s did not list its models: %s", name, exc.message)
+            return cached[1] if cached is not None else []
+        self._model_cache[name] = (now, ids)
+        return ids
 
     def preload(self) -> None:
         """Load every local engine now (blocking)."""

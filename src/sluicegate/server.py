@@ -151,7 +151,7 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=orjson.dumps({"object": "list", "data": self.router.list_models()}),
+            body=orjson.dumps({"object": "list", "data": await self.router.list_models_async()}),
             content_type="application/json",
         )
 

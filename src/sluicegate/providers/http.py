@@ -1,0 +1,247 @@
+"""What every HTTP upstream shares: a pooled aiohttp session, the POST that opens a stream,
+status errors, and releasing the response.
+
+``HTTPProvider.open_stream`` raises, before any byte reaches the client:
+
+- ``UpstreamTimeoutError`` (504) when connecting times out (``connect_timeout``, s);
+- ``UpstreamError`` (502) when the upstream cannot be reached;
+- ``UpstreamStatusError`` with the upstream's own status for any non-2xx answer. The dialect's
+  ``status_error`` reads the error body (at most 64 KiB); ``retry_after`` (s) comes from
+  ``retry-after-ms`` or ``retry-after`` (WIRE.md §7).
+
+``UpstreamStream.aclose`` returns a finished body's connection to the pool and closes the socket
+of anything unfinished, so the upstream sees a client disconnect at once and stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ..errors import (
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from ..schemas import ChatRequest, CompletionRequest
+from .base import ChunkStream, Target
+
+__all__ = ["HTTPProvider", "UpstreamStream", "openai_status_error", "retry_after"]
+
+MAX_ERROR_BODY = 64 * 1024
+_DRAIN_TIMEOUT_S = 0.5
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (ms) or ``retry-after`` (s); None if absent."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    seconds = headers.get("retry-after")
+    if seconds:
+        try:
+            return float(seconds)
+        except ValueError:
+            return None
+    return None
+
+
+def _loads_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def openai_status_error(status: int, body: bytes,
+                        headers: Mapping[str, str]) -> UpstreamStatusError:
+    """An OpenAI-shaped error body (``{"error": {message, type, param, code}}``) or a plain
+    ``{"error": "..."}``; anything else keeps only the status."""
+    message = f"The upstream answered HTTP {status}."
+    etype: str | None = None
+    code: str | None = None
+    param: str | None = None
+    parsed = _loads_or_none(body)
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict):
+        message = str(err.get("message") or message)
+        etype = err.get("type") if isinstance(err.get("type"), str) else None
+        code = str(err["code"]) if err.get("code") is not None else None
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+    elif isinstance(err, str):
+        message = err
+    return UpstreamStatusError(status, message, type=etype, code=code, param=param,
+                               retry_after=retry_after(headers))
+
+
+class UpstreamStream(ChunkStream):
+    """A ChunkStream that owns one upstream response. Subclasses set ``_done`` once the
+    dialect's end of stream was read (``[DONE]``, ``message_stop``, or the body's end)."""
+
+    usage_source = "upstream"
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._done = False
+
+    async def aclose(self) -> None:
+        response = self._response
+        if self._done and not response.content.is_eof():
+            # After the end event only the body's end (e.g. the last chunk of chunked
+            # encoding) is left; read it so the connection can be reused.
+            try:
+                async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                    while await response.content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+        if self._done and response.content.is_eof():
+            response.release()
+        else:
+            response.close()
+
+
+class HTTPProvider:
+    """Base of the HTTP providers: ``name``, ``base_url`` (no trailing slash), the key's env
+    variables (the first one set wins), extra headers and ``connect_timeout`` (s)."""
+
+    dialect = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key_env: str | Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        if isinstance(api_key_env, str):
+            api_key_env = (api_key_env,)
+        self.api_key_envs: tuple[str, ...] = tuple(api_key_env or ())
+        self.extra_headers = dict(headers or {})
+        self.connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read per request (so it can be rotated)."""
+        for var in self.api_key_envs:
+            key = os.environ.get(var)
+            if key:
+                return key
+        return None
+
+    @property
+    def requires_key(self) -> bool:
+        return bool(self.api_key_envs)
+
+    @property
+    def usable(self) -> bool:
+        """True when no key is needed or one is set."""
+        return not self.api_key_envs or self.api_key() is not None
+
+    # -- the Provider protocol ---------------------------------------------------------------
+
+    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
+        raise NotImplementedError
+
+    async def open_text(self, request: CompletionRequest, target: Target) -> ChunkStream:
+        """Legacy text completions; only the OpenAI dialect has them. Raises
+        ``InvalidRequestError`` (400) here."""
+        raise InvalidRequestError(
+            f"Text completions (/v1/completions) are not available for {self.dialect} models; "
+            "use /v1/chat/completions.", param="model")
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
+                auto_decompress=True,
+            )
+        return self._session
+
+    def request_headers(self) -> dict[str, str]:
+        """Auth and protocol headers for every request to this upstream; dialects override."""
+        headers = {"Content-Type": "application/json"}
+        key = self.api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def list_models(self) -> list[str]:
+        """The upstream's model ids (OpenAI dialect: ``GET {base_url}/models``, ``data[].id``).
+
+        Raises ``UpstreamError`` / ``UpstreamStatusError``; dialects override.
+        """
+        body = await self.get_json(self.base_url + "/models")
+        data = body.get("data") if isinstance(body, dict) else None
+        return [str(m["id"]) for m in data or [] if isinstance(m, dict) and "id" in m]
+
+    async def get_json(self, url: str, timeout_s: float = 5.0) -> Any:
+        """GET ``url`` with ``request_headers()``; the decoded JSON body. Raises as above."""
+        session = self._get_session()
+        try:
+            async with session.get(url, headers={**self.request_headers(), **self.extra_headers},
+                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                body = await response.read()
+                if not 200 <= response.status < 300:
+                    raise self.status_error(response.status, body[:MAX_ERROR_BODY],
+                                            response.headers)
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(f"The upstream did not answer in {timeout_s} s.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"Cannot reach the upstream: {exc}") from exc
+        parsed = _loads_or_none(body)
+        if parsed is None:
+            raise UpstreamError("The upstream answered a body that is not JSON.")
+        return parsed
+
+    def status_error(self, status: int, body: bytes,
+                     headers: Mapping[str, str]) -> UpstreamStatusError:
+        """The typed error for a non-2xx answer; dialects override it."""
+        return openai_status_error(status, body, headers)
+
+    async def open_stream(self, url: str, body: dict[str, Any],
+                          headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+        """POST ``body`` as JSON (headers: ``request_headers()`` unless given) and return the
+        2xx response, body unread. Raises as above."""
+        if headers is None:
+            headers = self.request_headers()
+        session = self._get_session()
+        try:
+            response = await session.post(url, data=orjson.dumps(body),
+                                          headers={**headers, **self.extra_headers})
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(f"Connecting to the upstream timed out: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"Cannot reach the upstream: {exc}") from exc
+        if not 200 <= response.status < 300:
+            try:
+                raw_body = await response.content.read(MAX_ERROR_BODY)
+            except aiohttp.ClientError:
+                raw_body = b""
+            finally:
+                response.close()
+            raise self.status_error(response.status, raw_body, response.headers)
+        return response
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
