@@ -1,0 +1,212 @@
+"""A scripted Anthropic Messages upstream on loopback (WIRE.md §5).
+
+``POST /v1/messages`` streams the script's events byte for byte as Anthropic frames them
+(``event: <name>\\ndata: <json>\\n\\n``), or answers a status error before the stream.
+``GET /v1/models`` lists ``models`` in Anthropic's page shape. Both check ``x-api-key`` and answer
+401 ``authentication_error`` for a wrong key. Every request (path, headers, JSON body, peer
+port) is recorded, and so is every stream the gateway closed early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .fakes import ServerThread
+
+Event = tuple[str, dict[str, Any]]
+
+PING: Event = ("ping", {"type": "ping"})
+
+
+def frame(event: Event) -> bytes:
+    """One SSE frame as Anthropic sends it."""
+    name, data = event
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def error_body(etype: str, message: str) -> dict[str, Any]:
+    """Anthropic's error object, as sent before the stream and in ``event: error``."""
+    return {"type": "error", "error": {"type": etype, "message": message}}
+
+
+def message_start(input_tokens: int = 25, cache_creation: int = 0,
+                  cache_read: int = 0) -> Event:
+    return ("message_start", {"type": "message_start", "message": {
+        "id": "msg_fake01", "type": "message", "role": "assistant", "model": "claude-test",
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": cache_creation,
+                  "cache_read_input_tokens": cache_read, "output_tokens": 1}}})
+
+
+def block_start(index: int, block: dict[str, Any]) -> Event:
+    return ("content_block_start", {"type": "content_block_start", "index": index,
+                                    "content_block": block})
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> Event:
+    return ("content_block_delta", {"type": "content_block_delta", "index": index,
+                                    "delta": delta})
+
+
+def block_stop(index: int) -> Event:
+    return ("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def text_block(index: int, pieces: list[str]) -> list[Event]:
+    return [block_start(index, {"type": "text", "text": ""}),
+            *(block_delta(index, {"type": "text_delta", "text": p}) for p in pieces),
+            block_stop(index)]
+
+
+def thinking_block(index: int, pieces: list[str]) -> list[Event]:
+    return [block_start(index, {"type": "thinking", "thinking": "", "signature": ""}),
+            *(block_delta(index, {"type": "thinking_delta", "thinking": p}) for p in pieces),
+            block_delta(index, {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbc"}),
+            block_stop(index)]
+
+
+def tool_start(index: int, call_id: str, name: str) -> Event:
+    return block_start(index, {"type": "tool_use", "id": call_id, "name": name, "input": {}})
+
+
+def json_delta(index: int, piece: str) -> Event:
+    return block_delta(index, {"type": "input_json_delta", "partial_json": piece})
+
+
+def message_end(stop_reason: str = "end_turn", output_tokens: int = 12) -> list[Event]:
+    return [("message_delta", {"type": "message_delta",
+                               "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                               "usage": {"output_tokens": output_tokens}}),
+            ("message_stop", {"type": "message_stop"})]
+
+
+def text_message(pieces: list[str], stop_reason: str = "end_turn", *, input_tokens: int = 25,
+                 output_tokens: int = 12) -> list[Event]:
+    """A whole text answer with a ``ping`` after the block start, as Anthropic sends it."""
+    block = text_block(0, pieces)
+    return [message_start(input_tokens), block[0], PING, *block[1:],
+            *message_end(stop_reason, output_tokens)]
+
+
+@dataclass
+class AnthropicScript:
+    """What the fake does with the next ``POST /v1/messages``."""
+
+    events: list[Event] = field(
+        default_factory=lambda: text_message(["Hello", ",", " world", "!"]))
+    gap_s: float = 0.0  # pause after each event
+    status: int = 200
+    error: dict[str, Any] | None = None  # the body of a status error
+    error_headers: dict[str, str] = field(default_factory=dict)
+    die_after: int | None = None  # abort the connection after this many events
+    write_size: int | None = None  # write the stream in pieces of this many bytes
+    eof_delay_s: float = 0.0  # pause between the last event and the body's end
+
+
+@dataclass
+class AnthropicReceived:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    peer_port: int
+
+
+class FakeAnthropicUpstream:
+    """A scripted Messages server; ``script`` may be replaced between requests."""
+
+    def __init__(self, key: str, models: list[str] | None = None) -> None:
+        self.key = key
+        self.models = models if models is not None else ["claude-test", "claude-other"]
+        self.script = AnthropicScript()
+        self.received: list[AnthropicReceived] = []
+        self.closed_early: list[float] = []  # monotonic times the gateway went away
+        self.server: ServerThread | None = None
+
+    def reset(self) -> None:
+        self.script = AnthropicScript()
+        self.received.clear()
+        self.closed_early.clear()
+
+    def start(self) -> FakeAnthropicUpstream:
+        async def boot() -> tuple[web.AppRunner, int]:
+            app = web.Application()
+            app.router.add_post("/v1/messages", self._messages)
+            app.router.add_get("/v1/models", self._models)
+            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            return runner, int(runner.addresses[0][1])
+
+        self.server = ServerThread(boot).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return self.server.url + "/v1"
+
+    async def _record(self, request: web.Request) -> web.Response | None:
+        raw = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.received.append(AnthropicReceived(
+            request.method, request.path, dict(request.query), dict(request.headers),
+            orjson.loads(raw) if raw else None, int(peer[1]) if peer else 0))
+        if request.headers.get("x-api-key") != self.key:
+            return web.json_response(error_body("authentication_error", "invalid x-api-key"),
+                                     status=401)
+        return None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if (denied := await self._record(request)) is not None:
+            return denied
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                for m in self.models]
+        return web.json_response({"data": data, "has_more": False,
+                                  "first_id": self.models[0] if self.models else None,
+                                  "last_id": self.models[-1] if self.models else None})
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        if (denied := await self._record(request)) is not None:
+            return denied
+        script = self.script
+        if script.status != 200:
+            return web.json_response(script.error or error_body("api_error", "fake failure"),
+                                     status=script.status, headers=script.error_headers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        try:
+            for k, event in enumerate(script.events):
+                if script.die_after is not None and k == script.die_after:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                data = frame(event)
+                if script.write_size:
+                    for start in range(0, len(data), script.write_size):
+                        await response.write(data[start:start + script.write_size])
+                        await asyncio.sleep(0)
+                else:
+                    await response.write(data)
+                if script.gap_s:
+                    await asyncio.sleep(script.gap_s)
+        except (ConnectionError, asyncio.CancelledError):
+            self.closed_early.append(time.monotonic())
+            raise
+        if script.eof_delay_s:
+            await asyncio.sleep(script.eof_delay_s)
+        await response.write_eof()
+        return response
