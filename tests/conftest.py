@@ -9,7 +9,7 @@ from sluicegate.server import Gateway
 
 from .fakes import FakeOpenAIUpstream, ServerThread, start_gateway
 
-MOCK_KEY_ENV = "SLUICEGATE_TEST_UPSTREAM_KEY"
+MOCK_KEY_ENV = "MOCK_UPSTREAM_TEST_KEY"
 MOCK_KEY = "sk-upstream-test"
 MASTER_KEY = "sk-master"
 
@@ -44,6 +44,7 @@ def mock_config(base_url: str, **server: object) -> GatewayConfig:
         aliases={"fast": "fixed"},
     )
     config.local.preload = False
+    config.routing.max_retries = 0  # one attempt, so status pass-through is seen as is
     for key, value in server.items():
         setattr(config.server, key, value)
     return config

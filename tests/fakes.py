@@ -104,6 +104,7 @@ class Script:
     die_after: int | None = None  # drop the connection after this many content chunks
     finish_reason: str = "stop"
     send_finish: bool = True
+    comments: int = 0  # ": OPENROUTER PROCESSING" comment lines before the first chunk
 
 
 @dataclass
@@ -128,6 +129,7 @@ class FakeOpenAIUpstream:
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._handle)
             app.router.add_post("/v1/completions", self._handle)
+            app.router.add_get("/v1/models", self._models)
             runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -145,6 +147,13 @@ class FakeOpenAIUpstream:
     def base_url(self) -> str:
         assert self.server is not None
         return self.server.url + "/v1"
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.received.append(Received(request.path, dict(request.headers), {}))
+        return web.json_response({"object": "list", "data": [
+            {"id": "fake-model-a", "object": "model", "created": 0, "owned_by": "fake"},
+            {"id": "fake-model-b", "object": "model", "created": 0, "owned_by": "fake"},
+        ]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -195,6 +204,8 @@ class FakeOpenAIUpstream:
                 return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
 
+        for _ in range(script.comments):
+            await response.write(b": OPENROUTER PROCESSING\n\n")
         n = int(body.get("n", 1))
         if chat:
             for i in range(n):

@@ -294,9 +294,9 @@ def test_console_script_serves_and_stops(tmp_path: Path, upstream: FakeOpenAIUps
         httpx.get(url + "/healthz", timeout=2)
 
 
-def test_serve_openai_model_without_base_url_exits_2(tmp_path: Path) -> None:
-    config = tmp_path / "nobase.yaml"
-    config.write_text("embedded_model: false\nmodels:\n  - name: x\n    provider: openai\n",
+def test_serve_model_with_unknown_provider_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "unknown.yaml"
+    config.write_text("embedded_model: false\nmodels:\n  - name: x\n    provider: nosuch\n",
                       encoding="utf-8")
     proc = subprocess.Popen(
         [str(SCRIPT), "serve", "--port", str(free_port()), "--config", str(config)],

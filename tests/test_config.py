@@ -73,6 +73,11 @@ def full_config(tmp_path: Path) -> GatewayConfig:
     return load_config(write(tmp_path, FULL_YAML), env={})
 
 
+@pytest.fixture(autouse=True)
+def mock_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOCK_API_KEY", "sk-mock")  # the file's deployments need their key
+
+
 @pytest.fixture
 def router(full_config: GatewayConfig) -> Router:
     return Router(full_config)

@@ -14,6 +14,14 @@ YAML shape (every key optional)::
       n_ctx: 4096              # context window (tokens)
       n_threads: null          # llama.cpp threads (null: cores)
     embedded_model: true       # serve local/gemma-3-270m (alias "default")
+    routing:                   # resilience defaults (durations in s; see sluicegate.policy)
+      max_retries: 1           # per deployment, before moving to its fallbacks
+      retry_initial_s: 0.25    # backoff: exponential with jitter, Retry-After honoured
+      retry_max_wait_s: 8
+      keepalive_s: 15          # ": keep-alive" comments while waiting for the first token
+      max_malformed: 8         # malformed upstream events in a row before the stream fails
+      max_buffered_bytes: 262144   # per stream, towards a slow client
+      timeouts: {connect: 10, first_token: 120, stall: 60, total: null}
     providers:                 # built-ins: openai, anthropic, gemini, openrouter (see below)
       anthropic:
         base_url: https://api.anthropic.com/v1   # override a built-in's base URL, key, headers
@@ -27,6 +35,10 @@ YAML shape (every key optional)::
         base_url: http://127.0.0.1:9000/v1
         api_key_env: MOCK_API_KEY
         model: null            # upstream model; for a pattern, the part matched by "*"
+        fallbacks: [local/gemma-3-270m]  # tried in order when this one fails before a token
+        max_retries: 2
+        timeouts: {first_token: 30, stall: 20}   # 0 removes a limit
+        continuation: false    # true: a failure after the first token continues elsewhere
       - name: local/my-model
         provider: local
         model_path: /models/my.gguf
@@ -55,6 +67,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .policy import RoutingSettings, TimeoutOverrides
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -135,6 +149,10 @@ class DeploymentConfig(_Strict):
     api_key_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     model_path: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)  # model names tried in order
+    max_retries: int | None = Field(default=None, ge=0, le=10)  # None: routing.max_retries
+    timeouts: TimeoutOverrides | None = None
+    continuation: bool = False  # after the first token, continue on the next deployment
 
     @property
     def is_pattern(self) -> bool:
@@ -145,6 +163,7 @@ class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     embedded_model: bool = True
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: list[DeploymentConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)

@@ -10,6 +10,7 @@ streaming hot path:
 - ``sluicegate_tokens_total{model,kind}``: prompt and completion tokens (kind), including
   estimated counts;
 - ``sluicegate_rejected_requests_total{status}``: error statuses sent before any streaming;
+- ``sluicegate_malformed_events_total{provider}``: upstream events skipped as malformed;
 - ``sluicegate_streams_in_flight``: streams currently open.
 
 Each ``Metrics`` owns its own registry, so several gateways can live in one process (tests).
@@ -49,6 +50,10 @@ class Metrics:
         self.rejected = Counter(
             "sluicegate_rejected_requests", "Requests answered with an error status before "
             "streaming, by status.", ["status"], registry=self.registry,
+        )
+        self.malformed = Counter(
+            "sluicegate_malformed_events", "Upstream events skipped as malformed, by provider.",
+            ["provider"], registry=self.registry,
         )
         self.in_flight = Gauge(
             "sluicegate_streams_in_flight", "Streams currently open.", registry=self.registry,

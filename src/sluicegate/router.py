@@ -30,12 +30,14 @@ from .config import (
 )
 from .errors import GatewayError, ModelNotFoundError, ProviderNotConfiguredError
 from .local.engine import LocalEngine
+from .policy import Policy, request_overrides
 from .providers.anthropic import AnthropicProvider
 from .providers.base import Provider, Target
 from .providers.gemini import GeminiProvider
 from .providers.http import HTTPProvider
 from .providers.local import LocalProvider
 from .providers.openai import OpenAIProvider
+from .schemas import ChatRequest, CompletionRequest
 
 __all__ = ["MODEL_LIST_TTL_S", "Router", "embedded_model_path"]
 
@@ -183,7 +185,47 @@ class Router:
         if isinstance(provider, HTTPProvider) and not provider.usable:
             raise ProviderNotConfiguredError(model, route.deployment.provider,
                                              provider.api_key_envs)
-        return Target(model, upstream_model, provider)
+        return Target(model, upstream_model, provider, route.deployment)
+
+    def plan(self, req: ChatRequest | CompletionRequest
+             ) -> tuple[Policy, list[Target | GatewayError]]:
+        """The request's policy and its chain: the model, then the request's ``models`` list
+        (OpenRouter style; passed on as is when the model is OpenRouter's), then the
+        deployment's ``fallbacks``. The first entry must resolve (``ModelNotFoundError``,
+        ``ProviderNotConfiguredError``); a later one that does not is kept as its error and
+        skipped. ``InvalidRequestError`` for bad ``timeouts`` / ``models`` fields."""
+        primary = self.resolve(req.model)
+        overrides, request_models = request_overrides(req.raw)
+        if getattr(primary.provider, "dialect", None) == "openrouter":
+            request_models = []  # OpenRouter's own fallback list
+        deployment = primary.deployment
+        routing = self.config.routing
+        timeouts = routing.timeouts
+        if deployment is not None and deployment.timeouts is not None:
+            timeouts = deployment.timeouts.apply(timeouts)
+        if overrides is not None:
+            timeouts = overrides.apply(timeouts)
+        max_retries = routing.max_retries
+        if deployment is not None and deployment.max_retries is not None:
+            max_retries = deployment.max_retries
+        names: list[str] = []
+        for name in [*request_models, *(deployment.fallbacks if deployment else [])]:
+            if name != req.model and name not in names:
+                names.append(name)
+        chain: list[Target | GatewayError] = [primary]
+        for name in names:
+            try:
+                chain.append(self.resolve(name))
+            except GatewayError as exc:
+                chain.append(exc)
+        policy = Policy(
+            timeouts=timeouts, max_retries=max_retries,
+            retry_initial_s=routing.retry_initial_s, retry_max_wait_s=routing.retry_max_wait_s,
+            keepalive_s=routing.keepalive_s, max_malformed=routing.max_malformed,
+            max_buffered_bytes=routing.max_buffered_bytes,
+            continuation=bool(deployment and deployment.continuation), fallbacks=names,
+        )
+        return policy, chain
 
     def list_models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: usable exact names and aliases (patterns are listed by

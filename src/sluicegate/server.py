@@ -25,14 +25,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .accumulate import Accumulator
 from .config import GatewayConfig
 from .errors import (
     AuthenticationError,
@@ -43,22 +41,14 @@ from .errors import (
     RouteNotFoundError,
 )
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .providers.base import ChunkStream, Target
+from .providers.base import Target
+from .relay import SSE_HEADERS, Run
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
-from .shaping import StreamShaper
-from .sse import DONE
 
 __all__ = ["SSE_HEADERS", "Gateway"]
 
-log = logging.getLogger("sluicegate.server")
 usage_log = logging.getLogger("sluicegate.usage")
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -189,123 +179,49 @@ class Gateway:
         *,
         stream: bool,
     ) -> web.StreamResponse:
-        target = self.router.resolve(req.model)
-        if isinstance(req, ChatRequest):
-            prompt_chars = sum(len(m.text()) for m in req.messages)
-            chunks = await target.provider.open_chat(req, target)
-            shaper = StreamShaper("chat", req.model, include_usage=req.include_usage,
-                                  prompt_chars=prompt_chars)
-        else:
-            chunks = await target.provider.open_text(req, target)
-            shaper = StreamShaper("text", req.model, include_usage=req.include_usage,
-                                  prompt_chars=len(req.prompt_text()))
-        started = time.perf_counter()
-        outcome = "failed"
-        if self.metrics is not None:
-            self.metrics.in_flight.inc()
-        try:
-            if stream:
-                response, outcome = await self._stream(request, chunks, shaper, target)
-                return response
-            response = await self._complete(chunks, shaper, target)
-            outcome = "completed"
-            return response
-        except asyncio.CancelledError:
-            outcome = "cancelled"  # the client disconnected
-            raise
-        finally:
-            await chunks.aclose()
-            if shaper.usage is None:
-                shaper.usage = chunks.partial_usage()
-            self._account(shaper, target, outcome, started)
+        policy, chain = self.router.plan(req)
+        return await Run(self, request, req, policy, chain).serve(stream=stream)
 
-    async def _complete(self, chunks: ChunkStream, shaper: StreamShaper,
-                        target: Target) -> web.Response:
-        accumulator = Accumulator()
-        async for batch in chunks:
-            for chunk in batch:
-                shaped = shaper.shape(chunk)
-                if shaped is not None:
-                    accumulator.add(shaped)
-        shaper.include_usage = False
-        shaper.closing_chunks()  # raises if the upstream ended early
-        return web.Response(
-            body=orjson.dumps(accumulator.result(shaper)),
-            content_type="application/json",
-            headers=self._route_headers(target),
-        )
-
-    def _route_headers(self, target: Target) -> dict[str, str]:
-        return {"X-Sluicegate-Provider": target.provider.name,
-                "X-Sluicegate-Model": target.upstream_model}
-
-    async def _stream(self, request: web.Request, chunks: ChunkStream, shaper: StreamShaper,
-                      target: Target) -> tuple[web.StreamResponse, str]:
-        response = web.StreamResponse(headers={**SSE_HEADERS, **self._route_headers(target)})
-        await response.prepare(request)
-        write = response.write
-        dumps = orjson.dumps
-        shape = shaper.shape
-        outcome = "completed"
-        try:
-            tail: bytes
-            try:
-                async for batch in chunks:
-                    # One write per batch: chunks that arrived together leave together, which
-                    # saves syscalls without holding anything back.
-                    out = [b"data: " + dumps(shaped) + b"\n\n" for chunk in batch
-                           if (shaped := shape(chunk)) is not None]
-                    if out:
-                        await write(out[0] if len(out) == 1 else b"".join(out))
-                tail = b"".join(b"data: " + dumps(c) + b"\n\n" for c in shaper.closing_chunks())
-            except GatewayError as exc:
-                outcome = "failed"
-                log.warning("stream failed after headers: %s", exc.message)
-                tail = b"data: " + dumps(shaper.error_chunk(exc)) + b"\n\n"
-            except (ConnectionError, asyncio.CancelledError):
-                raise
-            except Exception:
-                outcome = "failed"
-                log.exception("unexpected error while streaming")
-                err = GatewayError("The gateway failed while streaming.")
-                tail = b"data: " + dumps(shaper.error_chunk(err)) + b"\n\n"
-            await write(tail + DONE)
-            await response.write_eof()
-        except ConnectionError:
-            outcome = "cancelled"  # the client went away; the caller's finally closes upstream
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        return response, outcome
-
-    def _account(self, shaper: StreamShaper, target: Target, outcome: str,
-                 started: float) -> None:
+    def account(self, run: Run, duration_s: float) -> None:
         """Once per request: usage totals, metrics and one structured log line."""
-        duration_s = time.perf_counter() - started
+        shaper = run.shaper
         usage = shaper.final_usage()
+        target = run.target
+        if target is None:
+            first = next((t for t in run.chain if isinstance(t, Target)), None)
+            provider = first.provider.name if first is not None else "none"
+            upstream_model = first.upstream_model if first is not None else ""
+        else:
+            provider, upstream_model = target.provider.name, target.upstream_model
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
         totals = self.usage_totals
         totals["requests"] += 1
         totals["prompt_tokens"] += prompt_tokens
         totals["completion_tokens"] += completion_tokens
+        malformed = sum(stream.malformed for stream in run.streams)
         if self.metrics is not None:
             self.metrics.in_flight.dec()
-            first = shaper.first_content_at
+            first_at = shaper.first_content_at
             self.metrics.observe(
-                model=shaper.model, provider=target.provider.name, outcome=outcome,
-                ttft_s=None if first is None else first - started, duration_s=duration_s,
+                model=shaper.model, provider=provider, outcome=run.outcome,
+                ttft_s=None if first_at is None else first_at - run.started,
+                duration_s=duration_s,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             )
+            if malformed:
+                self.metrics.malformed.labels(provider).inc(malformed)
         usage_log.info(
             "usage %s",
             orjson.dumps({
                 "id": shaper.id,
                 "model": shaper.model,
-                "provider": target.provider.name,
-                "upstream_model": target.upstream_model,
-                "outcome": outcome,
+                "provider": provider,
+                "upstream_model": upstream_model,
+                "outcome": run.outcome,
+                "attempts": run.attempts,
                 "duration_ms": round(duration_s * 1000, 1),
+                "malformed_events": malformed,
                 "usage": usage,
             }).decode(),
         )

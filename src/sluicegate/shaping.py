@@ -34,6 +34,8 @@ class StreamShaper:
 
     __slots__ = (
         "_chat",
+        "carried",
+        "carried_chars",
         "completion_chars",
         "created",
         "finished",
@@ -44,10 +46,12 @@ class StreamShaper:
         "model",
         "prompt_chars",
         "started",
+        "text_parts",
         "usage",
     )
 
-    def __init__(self, kind: Kind, model: str, *, include_usage: bool, prompt_chars: int = 0):
+    def __init__(self, kind: Kind, model: str, *, include_usage: bool, prompt_chars: int = 0,
+                 keep_text: bool = False):
         self.kind: Kind = kind
         self.id = new_id(kind)
         self.created = now()
@@ -60,6 +64,10 @@ class StreamShaper:
         self.completion_chars = 0
         self.first_content_at: float | None = None  # time.perf_counter() of the first content
         self._chat = kind == "chat"
+        # Choice 0's text so far, kept only when a continuation may need it.
+        self.text_parts: list[str] | None = [] if keep_text else None
+        self.carried: dict[str, Any] | None = None  # usage of earlier, continued attempts
+        self.carried_chars = 0
 
     def shape(self, chunk: Chunk) -> Chunk | None:
         """Rewrite one provider chunk in place; returns None when it must not be sent."""
@@ -91,6 +99,8 @@ class StreamShaper:
                 self.completion_chars += len(content)
                 if self.first_content_at is None:
                     self.first_content_at = perf_counter()
+                if self.text_parts is not None and index == 0:
+                    self.text_parts.append(content)
             reason = choice.get("finish_reason")
             if reason is not None:
                 self.finished[index] = reason
@@ -102,14 +112,27 @@ class StreamShaper:
         return sorted(i for i in self.started if i not in self.finished)
 
     def final_usage(self) -> dict[str, Any]:
-        """The provider's usage, or an estimate marked ``"estimated": true`` (tokens)."""
-        if self.usage is not None:
-            return self.usage
-        return make_usage(
-            estimate_tokens(self.prompt_chars),
-            estimate_tokens(self.completion_chars),
-            estimated=True,
-        )
+        """The provider's usage, or an estimate marked ``"estimated": true`` (tokens); after a
+        continuation, the sum over the attempts."""
+        usage = self.usage
+        if usage is None:
+            usage = make_usage(
+                estimate_tokens(self.prompt_chars),
+                estimate_tokens(self.completion_chars - self.carried_chars),
+                estimated=True,
+            )
+        if self.carried is None:
+            return usage
+        return _add_usage(self.carried, usage)
+
+    def carry_usage(self, usage: dict[str, Any] | None) -> None:
+        """Close the current attempt's usage (its own, or ``usage``, or an estimate) before a
+        continuation on another deployment; ``final_usage`` adds it to the next one's."""
+        if self.usage is None:
+            self.usage = usage
+        self.carried = self.final_usage()
+        self.carried_chars = self.completion_chars
+        self.usage = None
 
     def closing_chunks(self) -> list[Chunk]:
         """Chunks owed at a clean end: the usage chunk if asked for.
@@ -167,3 +190,10 @@ class StreamShaper:
             "error": error.to_dict(),
             "choices": choices,
         }
+
+
+def _add_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    prompt = int(a.get("prompt_tokens") or 0) + int(b.get("prompt_tokens") or 0)
+    completion = int(a.get("completion_tokens") or 0) + int(b.get("completion_tokens") or 0)
+    return make_usage(prompt, completion, estimated=bool(a.get("estimated") or
+                                                         b.get("estimated")))

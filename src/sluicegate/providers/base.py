@@ -14,15 +14,20 @@ the server calls it on every exit path, including client disconnect.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
 from ..chunks import Chunk
+from ..config import DeploymentConfig
+from ..errors import UpstreamError
 from ..schemas import ChatRequest, CompletionRequest
 
 __all__ = ["ChunkStream", "Provider", "Target"]
+
+log = logging.getLogger("sluicegate.providers")
 
 
 class ChunkStream:
@@ -33,6 +38,24 @@ class ChunkStream:
     """
 
     usage_source: str | None = None
+    malformed = 0  # upstream events skipped as malformed (not JSON, or not the dialect's shape)
+    max_malformed = 8  # in a row; one more fails the stream (set per request by the gateway)
+    _malformed_run = 0
+
+    def skip_malformed(self, payload: bytes, why: str) -> None:
+        """Count and log one malformed upstream event (first 200 bytes). Raises
+        ``UpstreamError`` once more than ``max_malformed`` arrived in a row."""
+        self.malformed += 1
+        self._malformed_run += 1
+        log.warning("skipped a malformed upstream event (%s): %r", why, payload[:200])
+        if self._malformed_run > self.max_malformed:
+            raise UpstreamError(
+                f"The upstream sent {self._malformed_run} malformed events in a row.",
+                code="malformed_stream")
+
+    def well_formed(self) -> None:
+        """Reset the run of malformed events (call after a good one)."""
+        self._malformed_run = 0
 
     def __aiter__(self) -> AsyncIterator[list[Chunk]]:
         return self._iterate()
@@ -62,11 +85,13 @@ class ChunkStream:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A resolved request target: the client-facing name and the provider's own model name."""
+    """A resolved request target: the client-facing name, the provider's own model name, and
+    the deployment's settings (fallbacks, retries, timeouts) when it has any."""
 
     requested: str
     upstream_model: str
     provider: Provider
+    deployment: DeploymentConfig | None = field(default=None, compare=False)
 
 
 class Provider(Protocol):

@@ -45,9 +45,6 @@ _OPENROUTER_ONLY = ("models", "provider")
 class OpenAIStream(UpstreamStream):
     """Chunks parsed from one upstream SSE response; ``aclose()`` closes its connection."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        super().__init__(response)
-        self.malformed = 0
 
     async def _iterate(self) -> AsyncIterator[list[Chunk]]:
         decoder = SSEDecoder()
@@ -64,12 +61,14 @@ class OpenAIStream(UpstreamStream):
                     try:
                         chunk = loads(payload)
                     except orjson.JSONDecodeError:
-                        self.malformed += 1
-                        log.warning("skipped a malformed upstream event: %r", payload[:200])
+                        self.skip_malformed(payload, "not JSON")
                         continue
-                    if not isinstance(chunk, dict):
-                        self.malformed += 1
+                    if not isinstance(chunk, dict) or not isinstance(
+                            chunk.get("choices", []), list | None):
+                        self.skip_malformed(payload, "not a chunk object")
                         continue
+                    if self._malformed_run:
+                        self.well_formed()
                     error = chunk.get("error")
                     if error:
                         if batch:
@@ -141,6 +140,7 @@ class OpenAIProvider(HTTPProvider):
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
         body["stream_options"] = options
+        body.pop("timeouts", None)  # the gateway's own per-request limits
         if not self.openrouter:
             for field in _OPENROUTER_ONLY:
                 body.pop(field, None)

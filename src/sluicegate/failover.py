@@ -1,0 +1,177 @@
+"""Opening a stream that survives: retries, fallbacks and the first-token timeout.
+
+Nothing reaches the client before the first content, so any failure until then can be hidden:
+``open_first_content`` tries each target of the chain in order, each up to ``1 + max_retries``
+times, and returns the first attempt that produced content (text, a tool call, reasoning, or a
+``length`` / ``tool_calls`` / ``content_filter`` finish), with the batches read so far.
+
+What moves on (retry, then the next target): a connect error, a dropped connection, HTTP 408,
+409, 429 or 5xx, a first-token timeout (``Timeouts.first_token``, s, per attempt), a stream that
+ends before any content, and a local engine whose queue is full. Anything else (400, 401, 403,
+404, a context-length error) is the client's to see at once. Backoff is exponential with jitter
+(tenacity), starting at ``retry_initial_s``; a ``Retry-After`` / ``retry-after-ms`` from the
+upstream is honoured, both capped at ``retry_max_wait_s``.
+
+The last attempt of the chain is never failed for ending without content: an empty answer is
+still an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .chunks import Chunk
+from .errors import (
+    GatewayError,
+    ModelNotFoundError,
+    RateLimitError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from .policy import Policy
+from .providers.base import ChunkStream, Target
+
+__all__ = ["EmptyStreamError", "Opened", "has_content", "open_first_content", "retryable"]
+
+log = logging.getLogger("sluicegate.failover")
+
+_CONTENT_FINISH = frozenset({"length", "tool_calls", "content_filter", "function_call"})
+
+
+class EmptyStreamError(UpstreamError):
+    """The upstream ended its stream before any content."""
+
+    code = "empty_stream"
+
+
+@dataclass(slots=True)
+class Opened:
+    """A stream past its first content: ``pending`` holds every batch read so far, in order;
+    ``iterator`` continues after them. ``attempts`` counts tries over the whole chain."""
+
+    stream: ChunkStream
+    iterator: AsyncIterator[list[Chunk]]
+    pending: list[list[Chunk]]
+    target: Target
+    attempts: int
+    ended: bool = False  # the stream already ended (a short or empty answer)
+
+
+def has_content(chunk: Chunk) -> bool:
+    """True for a chunk that would show the client something (OpenAI chunk shape)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        if delta:
+            if (delta.get("content") or delta.get("tool_calls")
+                    or delta.get("reasoning_content") or delta.get("refusal")):
+                return True
+        elif choice.get("text"):
+            return True
+        if choice.get("finish_reason") in _CONTENT_FINISH:
+            return True
+    return False
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failure before the first token may be retried or moved past."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.status in (408, 409, 429) or exc.status >= 500
+    return isinstance(exc, (UpstreamError, RateLimitError, TimeoutError))
+
+
+def _wait(policy: Policy) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(multiplier=policy.retry_initial_s,
+                                      max=policy.retry_max_wait_s,
+                                      jitter=policy.retry_initial_s)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if isinstance(after, (int, float)) and after > 0:
+            return float(min(after, policy.retry_max_wait_s))
+        return float(min(backoff(state), policy.retry_max_wait_s))
+
+    return wait
+
+
+OpenFn = Callable[[Target], Awaitable[ChunkStream]]
+
+
+async def _attempt(open_fn: OpenFn, target: Target, policy: Policy, attempts: int,
+                   last: bool) -> Opened:
+    stream: ChunkStream | None = None
+    try:
+        async with asyncio.timeout(policy.timeouts.first_token):
+            stream = await open_fn(target)
+            iterator = aiter(stream)
+            pending: list[list[Chunk]] = []
+            while True:
+                try:
+                    batch = await anext(iterator)
+                except StopAsyncIteration:
+                    if last:
+                        return Opened(stream, iterator, pending, target, attempts, ended=True)
+                    raise EmptyStreamError(
+                        "The upstream ended the stream before any content.") from None
+                pending.append(batch)
+                if any(has_content(chunk) for chunk in batch):
+                    return Opened(stream, iterator, pending, target, attempts)
+    except TimeoutError:
+        if stream is not None:
+            await stream.aclose()
+        raise UpstreamTimeoutError(
+            f"No first token from {target.provider.name} within "
+            f"{policy.timeouts.first_token} s.", code="first_token_timeout") from None
+    except BaseException:
+        if stream is not None:
+            await stream.aclose()
+        raise
+
+
+async def open_first_content(open_fn: OpenFn, chain: list[Target | GatewayError],
+                             policy: Policy) -> Opened:
+    """Try ``chain`` in order (a ``GatewayError`` entry is a fallback that could not be
+    resolved, e.g. its provider has no key, and is skipped). Raises the last failure."""
+    attempts = 0
+    failure: BaseException | None = None
+    usable = [t for t in chain if isinstance(t, Target)]
+    for entry in chain:
+        if isinstance(entry, GatewayError):
+            failure = failure or entry
+            continue
+        target = entry
+        is_last_target = target is usable[-1]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(1 + policy.max_retries),
+            wait=_wait(policy),
+            retry=retry_if_exception(lambda e: retryable(e) and not isinstance(
+                e, ModelNotFoundError)),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    number = attempt.retry_state.attempt_number
+                    last = is_last_target and number == 1 + policy.max_retries
+                    return await _attempt(open_fn, target, policy, attempts, last)
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            failure = exc
+            log.warning("deployment %s failed before the first token after %d attempt(s): %s",
+                        target.provider.name, attempt.retry_state.attempt_number, exc)
+    assert failure is not None
+    raise failure

@@ -1,0 +1,103 @@
+"""Per-request resilience policy: timeouts, retries, fallbacks, continuation, keep-alives.
+
+Sources, most specific last: the gateway's ``routing`` section, the deployment's own settings
+(``max_retries``, ``timeouts``, ``fallbacks``, ``continuation``), then the request's
+``timeouts`` object and OpenRouter-style ``models`` list. Every duration is in seconds; a
+timeout of ``None`` (or 0 in an override) means no limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidRequestError
+
+__all__ = ["Policy", "RoutingSettings", "TimeoutOverrides", "Timeouts", "request_overrides"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(_Strict):
+    """Limits of one attempt (s). ``None``: no limit.
+
+    - ``connect``: opening the upstream connection;
+    - ``first_token``: from the attempt's start to its first content (TTFT);
+    - ``stall``: the longest gap between two upstream reads once content flows;
+    - ``total``: the whole request, all attempts included.
+    """
+
+    connect: float | None = Field(default=10.0, gt=0)
+    first_token: float | None = Field(default=120.0, gt=0)
+    stall: float | None = Field(default=60.0, gt=0)
+    total: float | None = Field(default=None, gt=0)
+
+
+class TimeoutOverrides(_Strict):
+    """Overrides of ``Timeouts`` (s): ``None`` keeps the inherited value, 0 removes the limit."""
+
+    connect: float | None = Field(default=None, ge=0)
+    first_token: float | None = Field(default=None, ge=0)
+    stall: float | None = Field(default=None, ge=0)
+    total: float | None = Field(default=None, ge=0)
+
+    def apply(self, base: Timeouts) -> Timeouts:
+        values = base.model_dump()
+        for key, value in self.model_dump().items():
+            if value is not None:
+                values[key] = value or None
+        return Timeouts.model_validate(values)
+
+
+class RoutingSettings(_Strict):
+    """The gateway-wide defaults (config section ``routing``)."""
+
+    max_retries: int = Field(default=1, ge=0, le=10)  # per deployment, after the first try
+    retry_initial_s: float = Field(default=0.25, ge=0)  # first backoff; doubles, with jitter
+    retry_max_wait_s: float = Field(default=8.0, ge=0)  # cap on backoff and Retry-After
+    keepalive_s: float = Field(default=15.0, gt=0)  # ": keep-alive" while no token yet
+    max_malformed: int = Field(default=8, ge=1)  # malformed upstream events in a row
+    max_buffered_bytes: int = Field(default=256 * 1024, ge=16 * 1024)  # per stream, to client
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+@dataclass(slots=True)
+class Policy:
+    """What one request gets: resolved limits, and the fallback model names in order."""
+
+    timeouts: Timeouts
+    max_retries: int
+    retry_initial_s: float
+    retry_max_wait_s: float
+    keepalive_s: float
+    max_malformed: int
+    max_buffered_bytes: int
+    continuation: bool = False
+    fallbacks: list[str] = field(default_factory=list)
+
+
+def request_overrides(raw: dict[str, Any]) -> tuple[TimeoutOverrides | None, list[str]]:
+    """The request's ``timeouts`` object and ``models`` list. Raises ``InvalidRequestError``.
+
+    ``models`` follows OpenRouter: the models to try in order; ``model`` is tried first.
+    """
+    timeouts = raw.get("timeouts")
+    overrides = None
+    if timeouts is not None:
+        try:
+            overrides = TimeoutOverrides.model_validate(timeouts)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            param = ".".join(["timeouts", *(str(p) for p in err["loc"])])
+            raise InvalidRequestError(f"Invalid value for '{param}': {err['msg']}",
+                                      param=param) from None
+    models = raw.get("models")
+    if models is None:
+        return overrides, []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise InvalidRequestError("'models' must be a list of model names.", param="models")
+    return overrides, list(models)

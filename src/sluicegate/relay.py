@@ -1,0 +1,301 @@
+"""One request from open to accounting: failover, keep-alives, the relay, continuation.
+
+Streaming (OpenAI dialect, WIRE.md §2):
+
+1. ``open_first_content`` tries the chain (retries, fallbacks, first-token timeout). Meanwhile,
+   every ``keepalive_s`` s without a token, a ``: keep-alive`` comment is sent (the response's
+   headers go out with the first one), so proxies keep slow starts open; never an empty event.
+2. Once content exists, the headers go out (if no keep-alive sent them) with
+   ``X-Sluicegate-Provider``, ``X-Sluicegate-Model`` and ``X-Sluicegate-Attempts``, then every
+   batch as it is read: one write per upstream read.
+3. After the first token, a failure (upstream error, stall, total timeout) ends the stream with
+   the error frame (top-level ``error``, ``finish_reason: "error"``) and ``data: [DONE]``; with
+   the deployment's ``continuation`` on, the next deployment of the chain is asked to continue
+   instead (the same messages plus the partial assistant text), and the stream goes on.
+4. A client that stops reading is cut off once a write has been blocked for ``stall`` s; at
+   most ``max_buffered_bytes`` wait in the socket's buffer meanwhile (the transport's
+   high-water mark), and nothing more is read from the upstream.
+
+Whatever the ending (completed, failed, cancelled, timed out), ``finish`` closes every upstream
+stream and records usage once: the upstream's own, else counted exactly by the provider, else
+estimated (marked ``"estimated": true``); a continued stream counts both attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from .accumulate import Accumulator
+from .chunks import Chunk
+from .errors import GatewayError, UpstreamTimeoutError
+from .failover import Opened, open_first_content
+from .policy import Policy
+from .providers.base import ChunkStream, Target
+from .schemas import ChatRequest, CompletionRequest, parse_chat_request
+from .shaping import StreamShaper
+from .sse import DONE, KEEP_ALIVE
+from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+__all__ = ["SSE_HEADERS", "Run"]
+
+log = logging.getLogger("sluicegate.server")
+usage_log = logging.getLogger("sluicegate.usage")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+Chain = list[Target | GatewayError]
+
+
+def _frame(chunk: Chunk) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+class Run:
+    """The state of one request. ``serve(stream=...)`` returns the response."""
+
+    def __init__(self, gateway: Gateway, request: web.Request,
+                 req: ChatRequest | CompletionRequest, policy: Policy, chain: Chain) -> None:
+        self.gateway = gateway
+        self.request = request
+        self.req = req
+        self.policy = policy
+        self.chain = chain
+        self.chat = isinstance(req, ChatRequest)
+        if isinstance(req, ChatRequest):
+            prompt_chars = sum(len(m.text()) for m in req.messages)
+        else:
+            prompt_chars = len(req.prompt_text())
+        self.shaper = StreamShaper("chat" if self.chat else "text", req.model,
+                                   include_usage=req.include_usage, prompt_chars=prompt_chars,
+                                   keep_text=policy.continuation and req.n == 1)
+        self.started = time.perf_counter()
+        self.outcome = "failed"
+        self.target: Target | None = None
+        self.attempts = 0
+        self.streams: list[ChunkStream] = []
+        loop = asyncio.get_running_loop()
+        total = policy.timeouts.total
+        self.deadline = None if total is None else loop.time() + total
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(self, *, stream: bool) -> web.StreamResponse:
+        metrics = self.gateway.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            if stream:
+                return await self._stream()
+            return await self._complete()
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"  # the client disconnected
+            raise
+        finally:
+            await self._finish()
+
+    def _open_one(self, req: ChatRequest | CompletionRequest) -> Any:
+        connect = self.policy.timeouts.connect
+        max_malformed = self.policy.max_malformed
+
+        async def open_one(target: Target) -> ChunkStream:
+            try:
+                async with asyncio.timeout(connect):
+                    if isinstance(req, ChatRequest):
+                        chunks = await target.provider.open_chat(req, target)
+                    else:
+                        chunks = await target.provider.open_text(req, target)
+            except TimeoutError:
+                raise UpstreamTimeoutError(
+                    f"{target.provider.name} did not accept the request within {connect} s.",
+                    code="connect_timeout") from None
+            chunks.max_malformed = max_malformed
+            return chunks
+
+        return open_one
+
+    async def _open(self, chain: Chain, req: ChatRequest | CompletionRequest) -> Opened:
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                opened = await open_first_content(self._open_one(req), chain, self.policy)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"The request did not finish within {self.policy.timeouts.total} s.",
+                code="total_timeout") from None
+        self.streams.append(opened.stream)
+        self.attempts += opened.attempts
+        self.target = opened.target
+        return opened
+
+    def _route_headers(self) -> dict[str, str]:
+        assert self.target is not None
+        return {"X-Sluicegate-Provider": self.target.provider.name,
+                "X-Sluicegate-Model": self.target.upstream_model,
+                "X-Sluicegate-Attempts": str(self.attempts)}
+
+    async def _keepalive(self, response: web.StreamResponse) -> None:
+        while True:
+            await asyncio.sleep(self.policy.keepalive_s)
+            if not response.prepared:
+                await response.prepare(self.request)
+            await response.write(KEEP_ALIVE)
+
+    async def _stream(self) -> web.StreamResponse:
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        keepalive = asyncio.create_task(self._keepalive(response))
+        try:
+            opened = await self._open(self.chain, self.req)
+        except GatewayError as exc:
+            if not response.prepared:
+                raise  # nothing sent yet: a real status
+            await self._end_with_error(response, exc)
+            return response
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        if not response.prepared:
+            response.headers.update(self._route_headers())
+            await response.prepare(self.request)
+        transport = self.request.transport
+        if transport is not None:
+            transport.set_write_buffer_limits(high=self.policy.max_buffered_bytes)
+        try:
+            await self._relay(opened, response, None)
+            tail = b"".join(_frame(c) for c in self.shaper.closing_chunks())
+            await response.write(tail + DONE)
+            await response.write_eof()
+            self.outcome = "completed"
+        except GatewayError as exc:
+            await self._end_with_error(response, exc)
+        except _ClientGone:
+            self.outcome = "cancelled"
+        except ConnectionError:
+            self.outcome = "cancelled"  # the client went away mid-write
+        return response
+
+    async def _end_with_error(self, response: web.StreamResponse, exc: GatewayError) -> None:
+        self.outcome = "failed"
+        log.warning("stream failed after headers: %s", exc.message)
+        with contextlib.suppress(ConnectionError):
+            await response.write(_frame(self.shaper.error_chunk(exc)) + DONE)
+            await response.write_eof()
+
+    async def _complete(self) -> web.Response:
+        opened = await self._open(self.chain, self.req)
+        accumulator = Accumulator()
+        await self._relay(opened, None, accumulator)
+        self.shaper.include_usage = False
+        self.shaper.closing_chunks()  # raises if the upstream ended early
+        self.outcome = "completed"
+        return web.Response(body=orjson.dumps(accumulator.result(self.shaper)),
+                            content_type="application/json", headers=self._route_headers())
+
+    async def _relay(self, opened: Opened, response: web.StreamResponse | None,
+                     accumulator: Accumulator | None) -> None:
+        """Batches to the client (or the accumulator) until the end, continuing on the next
+        deployment when allowed. Raises ``GatewayError`` for a failure after the first token,
+        ``_ClientGone`` for a client that stopped reading."""
+        shape = self.shaper.shape
+        dumps = orjson.dumps
+        watch = Watchdog(self.policy.timeouts.stall)
+
+        async def emit(batch: list[Chunk]) -> None:
+            if accumulator is not None:
+                for chunk in batch:
+                    if (shaped := shape(chunk)) is not None:
+                        accumulator.add(shaped)
+                return
+            out = [b"data: " + dumps(s) + b"\n\n" for c in batch if (s := shape(c)) is not None]
+            if out:
+                assert response is not None
+                watch.writing = True
+                await response.write(out[0] if len(out) == 1 else b"".join(out))
+                watch.writing = False
+
+        while True:
+            try:
+                async with asyncio.timeout_at(self.deadline) as timeout:
+                    watch.arm(timeout)
+                    try:
+                        for batch in opened.pending:
+                            await emit(batch)
+                        if not opened.ended:
+                            async for batch in opened.iterator:
+                                watch.reads += 1
+                                await emit(batch)
+                    finally:
+                        watch.disarm()
+                return
+            except TimeoutError:
+                if watch.reason == "client":
+                    log.warning("client stopped reading for %s s with %d bytes buffered; "
+                                "stream cancelled", self.policy.timeouts.stall,
+                                self._buffered())
+                    raise _ClientGone() from None
+                failure: GatewayError = UpstreamTimeoutError(
+                    f"No data from the upstream for {self.policy.timeouts.stall} s."
+                    if watch.reason == "stall"
+                    else f"The request did not finish within {self.policy.timeouts.total} s.",
+                    code="stall_timeout" if watch.reason == "stall" else "total_timeout")
+            except GatewayError as exc:
+                failure = exc
+            next_opened = await self._continuation(opened, failure)
+            if next_opened is None:
+                raise failure
+            opened = next_opened
+
+    def _buffered(self) -> int:
+        transport = self.request.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    async def _continuation(self, failed: Opened, failure: GatewayError) -> Opened | None:
+        """The next deployment, continuing the partial answer; None when not allowed."""
+        shaper = self.shaper
+        if (shaper.text_parts is None or not isinstance(self.req, ChatRequest)
+                or (self.deadline is not None and asyncio.get_running_loop().time()
+                >= self.deadline)):
+            return None
+        rest = self.chain[self.chain.index(failed.target) + 1:]
+        if not any(isinstance(t, Target) for t in rest):
+            return None
+        log.warning("continuing on the next deployment after: %s", failure.message)
+        shaper.carry_usage(failed.stream.partial_usage())
+        await failed.stream.aclose()
+        raw = dict(self.req.raw)
+        raw["messages"] = [*raw["messages"],
+                           {"role": "assistant", "content": "".join(shaper.text_parts)}]
+        raw.pop("models", None)
+        try:
+            return await self._open(rest, parse_chat_request(raw))
+        except GatewayError as exc:
+            log.warning("continuation failed: %s", exc.message)
+            return None
+
+    # -- accounting ------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        shaper = self.shaper
+        for stream in self.streams:
+            await stream.aclose()
+        if shaper.usage is None and self.streams:
+            shaper.usage = self.streams[-1].partial_usage()
+        self.gateway.account(self, time.perf_counter() - self.started)
+
+
+class _ClientGone(Exception):
+    """The client stopped reading; the stream was cut off."""
+

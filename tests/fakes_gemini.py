@@ -1,0 +1,196 @@
+"""A scripted Gemini API server on loopback (WIRE.md §6).
+
+``POST /v1beta/models/{model}:streamGenerateContent?alt=sse`` answers data-only SSE, one
+``GenerateContentResponse`` per event, framed ``data: <json>`` + a blank line with CRLF line
+ends by default (what Google's front end sends; the official JS SDK splits events at
+``\\r\\n\\r\\n``, ``\\n\\n`` or ``\\r\\r``), and no terminator: the body just ends.
+``GET /v1beta/models`` answers a ``models`` list in pages.
+
+A ``GeminiScript`` sets the events, the line end, a gap between events, a status error before
+the stream, an ``error`` event or an abrupt disconnect after some events. Every request is
+recorded (path, query, headers, JSON body), and so is every stream the peer left early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .fakes import ServerThread
+
+MODELS: list[dict[str, Any]] = [
+    {"name": "models/gemini-test", "supportedGenerationMethods": ["generateContent",
+                                                                   "countTokens"]},
+    {"name": "models/text-embedding-test", "supportedGenerationMethods": ["embedContent"]},
+    {"name": "models/gemini-other", "supportedGenerationMethods": ["generateContent"]},
+]
+
+
+def text_event(text: str, *, finish: str | None = None, index: int = 0, thought: bool = False,
+               usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """One ``GenerateContentResponse`` with a text part for candidate ``index``."""
+    part: dict[str, Any] = {"text": text}
+    if thought:
+        part["thought"] = True
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [part]}, "index": index}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    event: dict[str, Any] = {"candidates": [candidate], "modelVersion": "gemini-test-001",
+                             "responseId": "resp-fake-1"}
+    if usage is not None:
+        event["usageMetadata"] = usage
+    return event
+
+
+def usage_metadata(prompt: int, candidates: int, thoughts: int = 0,
+                   cached: int = 0) -> dict[str, int]:
+    meta = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates + thoughts}
+    if thoughts:
+        meta["thoughtsTokenCount"] = thoughts
+    if cached:
+        meta["cachedContentTokenCount"] = cached
+    return meta
+
+
+def default_events() -> list[dict[str, Any]]:
+    return [
+        text_event("Hello", usage=usage_metadata(7, 1)),
+        text_event(", world"),
+        text_event("!", finish="STOP", usage=usage_metadata(7, 3)),
+    ]
+
+
+@dataclass
+class GeminiScript:
+    """What the fake does with the next requests."""
+
+    events: list[Any] = field(default_factory=default_events)  # dicts, or bytes sent as data
+    newline: bytes = b"\r\n"
+    gap_s: float = 0.0
+    status: int = 200
+    error_body: Any = None  # the JSON error body (Google sends an object; some front ends a list)
+    error_headers: dict[str, str] = field(default_factory=dict)
+    error_after: int | None = None  # send an ``error`` event after this many events
+    die_after: int | None = None  # drop the connection after this many events
+    split: int | None = None  # write the body in pieces of this many bytes (tests read splits)
+
+
+@dataclass
+class GeminiReceived:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+
+
+class FakeGeminiUpstream:
+    """A scripted Gemini API server; ``script`` may be replaced between requests."""
+
+    def __init__(self) -> None:
+        self.script = GeminiScript()
+        self.received: list[GeminiReceived] = []
+        self.closed_early: list[float] = []  # monotonic times the peer left mid-stream
+        self.completed = 0
+        self.models = list(MODELS)
+        self.page_size = 2
+        self.server: ServerThread | None = None
+
+    def start(self) -> FakeGeminiUpstream:
+        async def boot() -> tuple[web.AppRunner, int]:
+            app = web.Application()
+            app.router.add_post("/v1beta/models/{action}", self._generate)
+            app.router.add_get("/v1beta/models", self._list)
+            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            return runner, int(runner.addresses[0][1])
+
+        self.server = ServerThread(boot).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def reset(self) -> None:
+        self.script = GeminiScript()
+        self.received.clear()
+        self.closed_early.clear()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return self.server.url + "/v1beta"
+
+    def _record(self, request: web.Request, body: dict[str, Any] | None) -> None:
+        self.received.append(GeminiReceived(request.method, request.path, dict(request.query),
+                                            dict(request.headers), body))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        self._record(request, None)
+        start = int(request.query.get("pageToken") or 0)
+        page = self.models[start:start + self.page_size]
+        body: dict[str, Any] = {"models": page}
+        if start + self.page_size < len(self.models):
+            body["nextPageToken"] = str(start + self.page_size)
+        return web.json_response(body)
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self._record(request, body)
+        script = self.script
+        if script.status != 200:
+            error = script.error_body or {"error": {"code": script.status,
+                                                    "message": "fake failure",
+                                                    "status": "INTERNAL"}}
+            return web.Response(status=script.status, body=orjson.dumps(error),
+                                content_type="application/json", headers=script.error_headers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        finished = False
+        try:
+            finished = await self._stream(request, response, script)
+        except (ConnectionError, asyncio.CancelledError):
+            self.closed_early.append(time.monotonic())
+            raise
+        finally:
+            if finished:
+                self.completed += 1
+        return response
+
+    async def _stream(self, request: web.Request, response: web.StreamResponse,
+                      script: GeminiScript) -> bool:
+        """Sends the script; False when it dropped the connection on purpose."""
+        end = script.newline * 2
+
+        async def send(obj: Any) -> None:
+            data = obj if isinstance(obj, bytes) else orjson.dumps(obj)
+            frame = b"data: " + data + end
+            if not script.split:
+                await response.write(frame)
+                return
+            for i in range(0, len(frame), script.split):
+                await response.write(frame[i:i + script.split])
+                await asyncio.sleep(0.001)  # let each piece go out as its own TCP segment
+
+        for k, event in enumerate(script.events):
+            if script.die_after is not None and k == script.die_after:
+                if request.transport is not None:
+                    request.transport.abort()
+                return False
+            if script.error_after is not None and k == script.error_after:
+                await send({"error": {"code": 503, "message": "The model is overloaded.",
+                                      "status": "UNAVAILABLE"}})
+                return True
+            await send(event)
+            if script.gap_s:
+                await asyncio.sleep(script.gap_s)
+        return True
