@@ -285,6 +285,18 @@ def test_thinking_wire_bytes_and_native_thinking(anthropic_gateway: ServerThread
     assert body["max_tokens"] == 3000  # the budget plus the client's limit
 
 
+def test_non_stream_keeps_reasoning_content(client: openai.OpenAI,
+                                            upstream: FakeAnthropicUpstream) -> None:
+    upstream.script = AnthropicScript(events=[
+        message_start(), *thinking_block(0, ["Let me think", " about it."]),
+        *text_block(1, ["42"]), *message_end("end_turn", 30)])
+    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES,
+                                                reasoning_effort="low")
+    message = completion.choices[0].message
+    assert message.content == "42"
+    assert (message.model_extra or {}).get("reasoning_content") == "Let me think about it."
+
+
 @pytest.mark.parametrize(("stop_reason", "finish_reason"), [
     ("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"),
     ("max_tokens", "length"), ("model_context_window_exceeded", "length"),

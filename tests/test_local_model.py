@@ -274,3 +274,32 @@ def test_another_gguf_path_is_served_as_its_own_model() -> None:
                           json={"model": MODEL, "prompt": "x"}).status_code == 404
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("part", "param"), [
+    ({"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}},
+     "messages.0.content.1"),
+    ({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+     "messages.0.content.1"),
+])
+def test_embedded_model_is_text_only(local_gateway: tuple[ServerThread, Gateway],
+                                     part: dict[str, object], param: str) -> None:
+    server, _ = local_gateway
+    r = httpx.post(server.url + "/v1/chat/completions", json={
+        "model": "default", "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                                  part]}]}, timeout=30)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == param
+    assert repr(part["type"]) in error["message"]
+
+
+def test_embedded_model_rejects_tools(local_gateway: tuple[ServerThread, Gateway]) -> None:
+    server, _ = local_gateway
+    r = httpx.post(server.url + "/v1/chat/completions", json={
+        "model": "default", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        timeout=30)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "tools"

@@ -4,7 +4,9 @@ Non-stream requests go through the same streaming path and are folded here, so b
 share routing, shaping and usage accounting. Output shapes (OpenAI API reference):
 
 - chat: ``{"id","object":"chat.completion","created","model","choices":[{"index",
-  "message":{"role","content","refusal"[,"tool_calls"]},"logprobs","finish_reason"}],"usage"}``;
+  "message":{"role","content","refusal"[,"reasoning_content"][,"tool_calls"]},"logprobs",
+  "finish_reason"}],"usage"}`` (``reasoning_content``: the thinking text of providers that
+  stream it, as the stream's ``delta.reasoning_content``);
 - text: ``{"id","object":"text_completion","created","model","choices":[{"text","index",
   "logprobs","finish_reason"}],"usage"}``.
 
@@ -23,10 +25,11 @@ __all__ = ["Accumulator"]
 
 
 class _Choice:
-    __slots__ = ("content", "finish_reason", "refusal", "tool_calls")
+    __slots__ = ("content", "finish_reason", "reasoning", "refusal", "tool_calls")
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.reasoning: list[str] = []
         self.refusal: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
@@ -52,6 +55,8 @@ class Accumulator:
                 choice.content.append(delta["content"])
             if delta.get("refusal"):
                 choice.refusal.append(delta["refusal"])
+            if delta.get("reasoning_content"):
+                choice.reasoning.append(delta["reasoning_content"])
             for call in delta.get("tool_calls") or ():
                 self._add_tool_call(choice, call)
 
@@ -85,6 +90,8 @@ class Accumulator:
                     "content": text if text or not c.tool_calls else None,
                     "refusal": "".join(c.refusal) or None,
                 }
+                if c.reasoning:
+                    message["reasoning_content"] = "".join(c.reasoning)
                 if c.tool_calls:
                     message["tool_calls"] = [c.tool_calls[i] for i in sorted(c.tool_calls)]
                 choices.append({"index": index, "message": message, "logprobs": None,

@@ -5,7 +5,8 @@ completion prompts go to the model as they are. Every choice opens with a role c
 (``delta: {"role": "assistant", "content": ""}``), then one chunk per decoded piece, then a
 finish chunk (``stop`` or ``length``), then one usage chunk counted by the model's tokenizer.
 
-The model is text-only: a content part other than ``text`` is a 400 naming the part.
+The model is text-only: a content part other than ``text`` is a 400 naming the part, and so is
+``tools`` (a base model cannot call them). Tool results in the history are rendered as text.
 Closing the stream cancels the job; the engine stops before its next token.
 """
 
@@ -88,6 +89,9 @@ def _params(
 
 
 def _check_text_only(request: ChatRequest) -> None:
+    if request.tools:
+        raise InvalidRequestError("This model cannot call tools: 'tools' is not supported.",
+                                  param="tools")
     for i, message in enumerate(request.messages):
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
