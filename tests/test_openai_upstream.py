@@ -59,13 +59,14 @@ def test_include_usage_passes_upstream_usage(mock_gateway: Gw, fake: FakeOpenAIU
 
 def test_missing_upstream_usage_is_estimated(mock_gateway: Gw, fake: FakeOpenAIUpstream) -> None:
     server, _ = mock_gateway
-    fake.script = Script(texts=["abcd"] * 10, send_usage=False)
+    fake.script = Script(texts=["Hello", ",", " world", "!"] * 3, send_usage=False)
     chunks = list(_client(server).chat.completions.create(
         model="mock/m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
     usage = chunks[-1].usage
     assert usage is not None and chunks[-1].choices == []
-    assert usage.completion_tokens == 10  # 40 characters / 4
-    assert usage.prompt_tokens == 3  # "hello there": 11 characters
+    # Counted with tiktoken's cl100k_base (offline), not 4 characters a token (39 chars → 10).
+    assert usage.completion_tokens == 12  # "Hello, world!" is 4 tokens
+    assert usage.prompt_tokens == 2  # "hello there"
     assert (usage.model_extra or {}).get("estimated") is True
 
 

@@ -41,6 +41,7 @@ from .providers.base import ChunkStream, Target
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request
 from .shaping import StreamShaper
 from .sse import DONE, KEEP_ALIVE
+from .tokens import counter_for
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -76,12 +77,15 @@ class Run:
         self.chain = chain
         self.chat = isinstance(req, ChatRequest)
         if isinstance(req, ChatRequest):
-            prompt_chars = sum(len(m.text()) for m in req.messages)
+            prompt_text = "\n".join(m.text() for m in req.messages)
         else:
-            prompt_chars = len(req.prompt_text())
+            prompt_text = req.prompt_text()
+        first = next((t for t in chain if isinstance(t, Target)), None)
+        dialect = getattr(first.provider, "dialect", None) if first is not None else None
         self.shaper = StreamShaper("chat" if self.chat else "text", req.model,
-                                   include_usage=req.include_usage, prompt_chars=prompt_chars,
-                                   keep_text=policy.continuation and req.n == 1)
+                                   include_usage=req.include_usage,
+                                   prompt_chars=len(prompt_text), prompt_text=prompt_text,
+                                   count_tokens=counter_for(dialect))
         self.started = time.perf_counter()
         self.outcome = "failed"
         self.target: Target | None = None
@@ -265,7 +269,8 @@ class Run:
     async def _continuation(self, failed: Opened, failure: GatewayError) -> Opened | None:
         """The next deployment, continuing the partial answer; None when not allowed."""
         shaper = self.shaper
-        if (shaper.text_parts is None or not isinstance(self.req, ChatRequest)
+        if (not self.policy.continuation or not isinstance(self.req, ChatRequest)
+                or self.req.n != 1
                 or (self.deadline is not None and asyncio.get_running_loop().time()
                 >= self.deadline)):
             return None
@@ -277,7 +282,7 @@ class Run:
         await failed.stream.aclose()
         raw = dict(self.req.raw)
         raw["messages"] = [*raw["messages"],
-                           {"role": "assistant", "content": "".join(shaper.text_parts)}]
+                           {"role": "assistant", "content": "".join(shaper.pieces)}]
         raw.pop("models", None)
         try:
             return await self._open(rest, parse_chat_request(raw))

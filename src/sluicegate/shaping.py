@@ -22,6 +22,7 @@ from typing import Any
 
 from .chunks import Chunk, Kind, chat_chunk, estimate_tokens, make_usage, new_id, now, text_chunk
 from .errors import GatewayError, UpstreamError
+from .tokens import TokenCounter
 
 __all__ = ["StreamShaper"]
 
@@ -29,14 +30,17 @@ __all__ = ["StreamShaper"]
 class StreamShaper:
     """Stateful per-stream rewriter. ``shape(chunk) -> chunk | None`` (None: drop it).
 
-    ``prompt_chars`` (characters) seeds the usage estimate when the provider reports none.
+    When the provider reports no usage, it is estimated from ``prompt_text`` and the content
+    delivered, with ``count_tokens`` (text → tokens) if given, else from ``prompt_chars`` and
+    the delivered characters at about 4 characters a token.
     """
 
     __slots__ = (
         "_chat",
         "carried",
-        "carried_chars",
+        "carried_pieces",
         "completion_chars",
+        "count_tokens",
         "created",
         "finished",
         "first_content_at",
@@ -44,14 +48,15 @@ class StreamShaper:
         "include_usage",
         "kind",
         "model",
+        "pieces",
         "prompt_chars",
+        "prompt_text",
         "started",
-        "text_parts",
         "usage",
     )
 
     def __init__(self, kind: Kind, model: str, *, include_usage: bool, prompt_chars: int = 0,
-                 keep_text: bool = False):
+                 prompt_text: str = "", count_tokens: TokenCounter | None = None):
         self.kind: Kind = kind
         self.id = new_id(kind)
         self.created = now()
@@ -64,10 +69,11 @@ class StreamShaper:
         self.completion_chars = 0
         self.first_content_at: float | None = None  # time.perf_counter() of the first content
         self._chat = kind == "chat"
-        # Choice 0's text so far, kept only when a continuation may need it.
-        self.text_parts: list[str] | None = [] if keep_text else None
+        self.prompt_text = prompt_text
+        self.count_tokens = count_tokens  # None: about 4 characters a token
+        self.pieces: list[str] = []  # the content delivered, for token counts and continuation
         self.carried: dict[str, Any] | None = None  # usage of earlier, continued attempts
-        self.carried_chars = 0
+        self.carried_pieces = 0
 
     def shape(self, chunk: Chunk) -> Chunk | None:
         """Rewrite one provider chunk in place; returns None when it must not be sent."""
@@ -99,8 +105,7 @@ class StreamShaper:
                 self.completion_chars += len(content)
                 if self.first_content_at is None:
                     self.first_content_at = perf_counter()
-                if self.text_parts is not None and index == 0:
-                    self.text_parts.append(content)
+                self.pieces.append(content)
             reason = choice.get("finish_reason")
             if reason is not None:
                 self.finished[index] = reason
@@ -116,11 +121,13 @@ class StreamShaper:
         continuation, the sum over the attempts."""
         usage = self.usage
         if usage is None:
-            usage = make_usage(
-                estimate_tokens(self.prompt_chars),
-                estimate_tokens(self.completion_chars - self.carried_chars),
-                estimated=True,
-            )
+            completion = "".join(self.pieces[self.carried_pieces:])
+            if self.count_tokens is not None:
+                usage = make_usage(self.count_tokens(self.prompt_text),
+                                   self.count_tokens(completion), estimated=True)
+            else:
+                usage = make_usage(estimate_tokens(self.prompt_chars),
+                                   estimate_tokens(len(completion)), estimated=True)
         if self.carried is None:
             return usage
         return _add_usage(self.carried, usage)
@@ -131,7 +138,7 @@ class StreamShaper:
         if self.usage is None:
             self.usage = usage
         self.carried = self.final_usage()
-        self.carried_chars = self.completion_chars
+        self.carried_pieces = len(self.pieces)
         self.usage = None
 
     def closing_chunks(self) -> list[Chunk]:
