@@ -27,6 +27,7 @@ def fake(upstream: FakeOpenAIUpstream) -> FakeOpenAIUpstream:
     from .fakes import Script
 
     upstream.script = Script()
+    upstream.queue.clear()
     upstream.received.clear()
     upstream.closed_early.clear()
     return upstream

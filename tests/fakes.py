@@ -105,6 +105,11 @@ class Script:
     finish_reason: str = "stop"
     send_finish: bool = True
     comments: int = 0  # ": OPENROUTER PROCESSING" comment lines before the first chunk
+    first_delay_s: float = 0.0  # silence after the headers, before the first chunk
+    stall_after: int | None = None  # go silent after this many content chunks...
+    stall_s: float = 30.0  # ...for this long
+    malformed_after: int | None = None  # garbage events after this many content chunks
+    malformed_count: int = 1
 
 
 @dataclass
@@ -119,6 +124,8 @@ class FakeOpenAIUpstream:
 
     def __init__(self) -> None:
         self.script = Script()
+        self.queue: list[Script] = []  # scripts for the next requests, before ``script``
+        self.sent = 0  # content chunks written, over all requests
         self.received: list[Received] = []
         self.closed_early: list[float] = []  # monotonic times the peer went away mid-stream
         self.completed = 0
@@ -158,7 +165,7 @@ class FakeOpenAIUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         self.received.append(Received(request.path, dict(request.headers), body))
-        script = self.script
+        script = self.queue.pop(0) if self.queue else self.script
         if script.status != 200:
             return web.Response(
                 status=script.status,
@@ -206,6 +213,8 @@ class FakeOpenAIUpstream:
 
         for _ in range(script.comments):
             await response.write(b": OPENROUTER PROCESSING\n\n")
+        if script.first_delay_s:
+            await asyncio.sleep(script.first_delay_s)
         n = int(body.get("n", 1))
         if chat:
             for i in range(n):
@@ -223,8 +232,14 @@ class FakeOpenAIUpstream:
                             "choices": [choice(0, "", "error")]})
                 await response.write(b"data: [DONE]\n\n")
                 return
+            if script.stall_after is not None and k == script.stall_after:
+                await asyncio.sleep(script.stall_s)
+            if script.malformed_after is not None and k == script.malformed_after:
+                for _ in range(script.malformed_count):
+                    await response.write(b'data: {"choices": [{"delta": {"content": "x"\n\n')
             for i in range(n):
                 await send({**base, "choices": [choice(i, text, None)]})
+            self.sent += 1
             if script.gap_s:
                 await asyncio.sleep(script.gap_s)
         if script.send_finish:

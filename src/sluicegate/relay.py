@@ -187,6 +187,8 @@ class Run:
             await self._end_with_error(response, exc)
         except _ClientGone:
             self.outcome = "cancelled"
+            if self.request.transport is not None:
+                self.request.transport.abort()  # nothing more can reach a client that stopped
         except ConnectionError:
             self.outcome = "cancelled"  # the client went away mid-write
         return response

@@ -237,10 +237,16 @@ class AnthropicStream(UpstreamStream):
                     try:
                         payload = loads(event.data)
                     except orjson.JSONDecodeError:
-                        self.skip_malformed(event.data, "not JSON")
+                        if self.skip_malformed(event.data, "not JSON"):
+                            if batch:
+                                yield batch  # what came before reaches the client
+                            raise self.malformed_error() from None
                         continue
                     if not isinstance(payload, dict):
-                        self.skip_malformed(event.data, "not an object")
+                        if self.skip_malformed(event.data, "not an object"):
+                            if batch:
+                                yield batch  # what came before reaches the client
+                            raise self.malformed_error() from None
                         continue
                     if self._malformed_run:
                         self.well_formed()

@@ -42,16 +42,20 @@ class ChunkStream:
     max_malformed = 8  # in a row; one more fails the stream (set per request by the gateway)
     _malformed_run = 0
 
-    def skip_malformed(self, payload: bytes, why: str) -> None:
-        """Count and log one malformed upstream event (first 200 bytes). Raises
-        ``UpstreamError`` once more than ``max_malformed`` arrived in a row."""
+    def skip_malformed(self, payload: bytes, why: str) -> bool:
+        """Count and log one malformed upstream event (first 200 bytes). True once more than
+        ``max_malformed`` arrived in a row: the caller then yields what it holds and raises
+        ``malformed_error()``."""
         self.malformed += 1
         self._malformed_run += 1
         log.warning("skipped a malformed upstream event (%s): %r", why, payload[:200])
-        if self._malformed_run > self.max_malformed:
-            raise UpstreamError(
-                f"The upstream sent {self._malformed_run} malformed events in a row.",
-                code="malformed_stream")
+        return self._malformed_run > self.max_malformed
+
+    def malformed_error(self) -> UpstreamError:
+        """The error that ends a stream after too many malformed events in a row."""
+        return UpstreamError(
+            f"The upstream sent {self._malformed_run} malformed events in a row.",
+            code="malformed_stream")
 
     def well_formed(self) -> None:
         """Reset the run of malformed events (call after a good one)."""

@@ -159,11 +159,17 @@ class GeminiStream(UpstreamStream):
                     try:
                         event = loads(payload)
                     except orjson.JSONDecodeError:
-                        self.skip_malformed(payload, "not JSON")
+                        if self.skip_malformed(payload, "not JSON"):
+                            if batch:
+                                yield batch  # what came before reaches the client
+                            raise self.malformed_error() from None
                         continue
                     if not isinstance(event, dict) or not isinstance(
                             event.get("candidates", []), list | None):
-                        self.skip_malformed(payload, "not a GenerateContentResponse")
+                        if self.skip_malformed(payload, "not a GenerateContentResponse"):
+                            if batch:
+                                yield batch  # what came before reaches the client
+                            raise self.malformed_error() from None
                         continue
                     if self._malformed_run:
                         self.well_formed()

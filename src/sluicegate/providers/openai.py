@@ -61,11 +61,17 @@ class OpenAIStream(UpstreamStream):
                     try:
                         chunk = loads(payload)
                     except orjson.JSONDecodeError:
-                        self.skip_malformed(payload, "not JSON")
+                        if self.skip_malformed(payload, "not JSON"):
+                            if batch:
+                                yield batch  # what came before reaches the client
+                            raise self.malformed_error() from None
                         continue
                     if not isinstance(chunk, dict) or not isinstance(
                             chunk.get("choices", []), list | None):
-                        self.skip_malformed(payload, "not a chunk object")
+                        if self.skip_malformed(payload, "not a chunk object"):
+                            if batch:
+                                yield batch  # what came before reaches the client
+                            raise self.malformed_error() from None
                         continue
                     if self._malformed_run:
                         self.well_formed()
