@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from sluicegate.config import GatewayConfig
+from sluicegate.local.engine import LocalEngine
 from sluicegate.server import Gateway
 
 from .fakes import ServerThread, start_gateway
@@ -167,12 +168,14 @@ def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway]
         assert data and b"[DONE]" not in data, "the stream ended before the test disconnected"
         received += data
     sock.close()
+    closed_at = time.monotonic()
     at_close = engine.tokens_generated
-    # The socket is closed here. Generation must stop within a token or two.
+    # The socket is closed here. Generation must stop within a token or two, and 100 ms.
     deadline = time.monotonic() + 10
     while engine._admitted and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.002)
     assert engine._admitted == 0, "the job is still running after the client left"
+    assert time.monotonic() - closed_at < 0.1
     time.sleep(0.3)
     assert engine.tokens_generated - at_close <= 2
     assert engine.tokens_generated - before < 50  # far from the 400 it was asked for
@@ -303,3 +306,44 @@ def test_embedded_model_rejects_tools(local_gateway: tuple[ServerThread, Gateway
         timeout=30)
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "tools"
+
+
+def _idle(engine: LocalEngine, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while engine._admitted and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert engine._admitted == 0, "the local job is still running"
+
+
+def test_tiny_first_token_timeout_gives_504_and_stops_the_job(
+        local_gateway: tuple[ServerThread, Gateway]) -> None:
+    server, gateway = local_gateway
+    engine = gateway.router.engines["local/gemma-3-270m"]
+    before = engine.tokens_generated
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=30, json={
+        "model": MODEL, "messages": MESSAGES, "stream": True, "max_tokens": 300,
+        "timeouts": {"first_token": 0.001}})
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "first_token_timeout"
+    _idle(engine)
+    time.sleep(0.2)
+    assert engine.tokens_generated - before <= 4  # at most a token per attempt
+
+
+def test_tiny_total_timeout_ends_the_stream_with_the_error_frame(
+        local_gateway: tuple[ServerThread, Gateway]) -> None:
+    server, gateway = local_gateway
+    engine = gateway.router.engines["local/gemma-3-270m"]
+    seen: list[str] = []
+    stream = _client(server).completions.create(
+        model=MODEL, prompt="Once upon a time, in a small village,", stream=True,
+        max_tokens=400, seed=5, extra_body={"timeouts": {"total": 0.6}})
+    with pytest.raises(openai.APIError, match=r"did not finish within 0\.6 s"):
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                seen.append(chunk.choices[0].text)
+    assert seen, "tokens before the timeout were delivered"
+    at_end = engine.tokens_generated
+    _idle(engine)
+    time.sleep(0.2)
+    assert engine.tokens_generated - at_end <= 2
