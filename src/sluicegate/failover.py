@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from tenacity import (
     AsyncRetrying,
@@ -91,17 +92,32 @@ def retryable(exc: BaseException) -> bool:
     return isinstance(exc, (UpstreamError, RateLimitError, TimeoutError))
 
 
-def _wait(policy: Policy) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(multiplier=policy.retry_initial_s,
-                                      max=policy.retry_max_wait_s,
-                                      jitter=policy.retry_initial_s)
+class _Attempt:
+    """The one field of tenacity's ``RetryCallState`` its wait strategies read."""
 
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+def _delay(policy: Policy, exc: BaseException | None, failed_attempts: int) -> float:
+    """Seconds before the next try: the upstream's Retry-After if any, else exponential
+    backoff with jitter (tenacity's ``wait_exponential_jitter``); both capped."""
+    after = getattr(exc, "retry_after", None)
+    if isinstance(after, (int, float)) and after > 0:
+        return float(min(after, policy.retry_max_wait_s))
+    backoff = wait_exponential_jitter(multiplier=policy.retry_initial_s,
+                                      max=policy.retry_max_wait_s, jitter=policy.retry_initial_s)
+    state = cast(RetryCallState, _Attempt(failed_attempts))
+    return float(min(backoff(state), policy.retry_max_wait_s))
+
+
+def _wait(policy: Policy) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        after = getattr(exc, "retry_after", None)
-        if isinstance(after, (int, float)) and after > 0:
-            return float(min(after, policy.retry_max_wait_s))
-        return float(min(backoff(state), policy.retry_max_wait_s))
+        # The retry loop starts after the first, direct try: its attempt n is try n + 1.
+        return _delay(policy, exc, state.attempt_number + 1)
 
     return wait
 
@@ -153,25 +169,38 @@ async def open_first_content(open_fn: OpenFn, chain: list[Target | GatewayError]
             continue
         target = entry
         is_last_target = target is usable[-1]
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(1 + policy.max_retries),
-            wait=_wait(policy),
-            retry=retry_if_exception(lambda e: retryable(e) and not isinstance(
-                e, ModelNotFoundError)),
-            reraise=True,
-        )
+        tries = 1 + policy.max_retries
+        # The first try runs directly: the retry loop costs ~45 µs a request, so it is only
+        # built once a try has failed.
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    number = attempt.retry_state.attempt_number
-                    last = is_last_target and number == 1 + policy.max_retries
-                    return await _attempt(open_fn, target, policy, attempts, last)
+            attempts += 1
+            return await _attempt(open_fn, target, policy, attempts,
+                                  last=is_last_target and tries == 1)
         except Exception as exc:
-            if not retryable(exc):
+            if not retryable(exc) or isinstance(exc, ModelNotFoundError):
                 raise
             failure = exc
-            log.warning("deployment %s failed before the first token after %d attempt(s): %s",
-                        target.provider.name, attempt.retry_state.attempt_number, exc)
+        tried = 1
+        if tries > 1:
+            await asyncio.sleep(_delay(policy, failure, 1))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(tries - 1),
+                wait=_wait(policy),
+                retry=retry_if_exception(retryable),
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        attempts += 1
+                        tried += 1
+                        last = is_last_target and tried == tries
+                        return await _attempt(open_fn, target, policy, attempts, last)
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                failure = exc
+        log.warning("deployment %s failed before the first token after %d attempt(s): %s",
+                    target.provider.name, tried, failure)
     assert failure is not None
     raise failure

@@ -12,9 +12,10 @@ Streaming (OpenAI dialect, WIRE.md §2):
    the error frame (top-level ``error``, ``finish_reason: "error"``) and ``data: [DONE]``; with
    the deployment's ``continuation`` on, the next deployment of the chain is asked to continue
    instead (the same messages plus the partial assistant text), and the stream goes on.
-4. A client that stops reading is cut off once a write has been blocked for ``stall`` s; at
-   most ``max_buffered_bytes`` wait in the socket's buffer meanwhile (the transport's
-   high-water mark), and nothing more is read from the upstream.
+4. A client that stops reading is cut off once a write has been blocked for ``stall`` s.
+   Meanwhile nothing more is read from the upstream, and the gateway holds at most
+   ``max_buffered_bytes`` (the transport's high-water mark) + 64 KiB (what aiohttp writes
+   before it drains) + one upstream read (≤ 128 KiB) for that client.
 
 Whatever the ending (completed, failed, cancelled, timed out), ``finish`` closes every upstream
 stream and records usage once: the upstream's own, else counted exactly by the provider, else
@@ -152,14 +153,19 @@ class Run:
 
     async def _keepalive(self, response: web.StreamResponse) -> None:
         while True:
-            await asyncio.sleep(self.policy.keepalive_s)
             if not response.prepared:
                 await response.prepare(self.request)
             await response.write(KEEP_ALIVE)
+            await asyncio.sleep(self.policy.keepalive_s)
 
     async def _stream(self) -> web.StreamResponse:
         response = web.StreamResponse(headers=SSE_HEADERS)
-        keepalive = asyncio.create_task(self._keepalive(response))
+        # A timer, not a task, until a keep-alive is due: most streams start well before it,
+        # and a task per request would cost a loop turn on the way to the first token.
+        keepalive: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.policy.keepalive_s,
+            lambda: keepalive.append(asyncio.create_task(self._keepalive(response))))
         try:
             opened = await self._open(self.chain, self.req)
         except GatewayError as exc:
@@ -168,9 +174,10 @@ class Run:
             await self._end_with_error(response, exc)
             return response
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            timer.cancel()
+            for task in keepalive:
+                task.cancel()
+                await asyncio.wait([task])  # our own cancellation still propagates
         if not response.prepared:
             response.headers.update(self._route_headers())
             await response.prepare(self.request)
@@ -219,30 +226,35 @@ class Run:
         dumps = orjson.dumps
         watch = Watchdog(self.policy.timeouts.stall)
 
-        async def emit(batch: list[Chunk]) -> None:
-            if accumulator is not None:
-                for chunk in batch:
-                    if (shaped := shape(chunk)) is not None:
-                        accumulator.add(shaped)
-                return
-            out = [b"data: " + dumps(s) + b"\n\n" for c in batch if (s := shape(c)) is not None]
-            if out:
-                assert response is not None
-                watch.writing = True
-                await response.write(out[0] if len(out) == 1 else b"".join(out))
-                watch.writing = False
+        def frames(batch: list[Chunk]) -> bytes:
+            return b"".join([b"data: " + dumps(s) + b"\n\n" for c in batch
+                             if (s := shape(c)) is not None])
 
         while True:
             try:
                 async with asyncio.timeout_at(self.deadline) as timeout:
                     watch.arm(timeout)
                     try:
-                        for batch in opened.pending:
-                            await emit(batch)
-                        if not opened.ended:
-                            async for batch in opened.iterator:
-                                watch.reads += 1
-                                await emit(batch)
+                        if accumulator is not None:
+                            await self._accumulate(opened, accumulator, watch)
+                        else:
+                            assert response is not None
+                            write = response.write
+                            # Everything read up to the first token leaves in one write.
+                            if out := b"".join([frames(batch) for batch in opened.pending]):
+                                await write(out)
+                            if not opened.ended:
+                                # The hot loop: one parse per event (in the provider), one
+                                # serialise per event, one write per upstream read.
+                                async for batch in opened.iterator:
+                                    watch.reads += 1
+                                    out_list = [b"data: " + dumps(s) + b"\n\n" for c in batch
+                                                if (s := shape(c)) is not None]
+                                    if out_list:
+                                        watch.writing = True
+                                        await write(out_list[0] if len(out_list) == 1
+                                                    else b"".join(out_list))
+                                        watch.writing = False
                     finally:
                         watch.disarm()
                 return
@@ -263,6 +275,21 @@ class Run:
             if next_opened is None:
                 raise failure
             opened = next_opened
+
+    async def _accumulate(self, opened: Opened, accumulator: Accumulator,
+                          watch: Watchdog) -> None:
+        shape = self.shaper.shape
+        for batch in opened.pending:
+            for chunk in batch:
+                if (shaped := shape(chunk)) is not None:
+                    accumulator.add(shaped)
+        if opened.ended:
+            return
+        async for batch in opened.iterator:
+            watch.reads += 1
+            for chunk in batch:
+                if (shaped := shape(chunk)) is not None:
+                    accumulator.add(shaped)
 
     def _buffered(self) -> int:
         transport = self.request.transport
