@@ -80,11 +80,17 @@ class Accumulator:
 
     def result(self, shaper: StreamShaper) -> dict[str, Any]:
         """The completion object, with usage from the shaper (estimated if none was reported)."""
+        return self.build(shaper.kind, shaper.id, shaper.created, shaper.model,
+                          shaper.final_usage())
+
+    def build(self, kind: str, id: str, created: int, model: str,
+              usage: dict[str, Any] | None) -> dict[str, Any]:
+        """The completion object (``kind`` ``"chat"`` or ``"text"``) from the chunks added."""
         choices: list[dict[str, Any]] = []
         for index in sorted(self._choices) or [0]:
             c = self._choices.get(index, _Choice())
             text = "".join(c.content)
-            if shaper.kind == "chat":
+            if kind == "chat":
                 message: dict[str, Any] = {
                     "role": "assistant",
                     "content": text if text or not c.tool_calls else None,
@@ -100,10 +106,10 @@ class Accumulator:
                 choices.append({"text": text, "index": index, "logprobs": None,
                                 "finish_reason": c.finish_reason or "stop"})
         return {
-            "id": shaper.id,
-            "object": "chat.completion" if shaper.kind == "chat" else "text_completion",
-            "created": shaper.created,
-            "model": shaper.model,
+            "id": id,
+            "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": created,
+            "model": model,
             "choices": choices,
-            "usage": shaper.final_usage(),
+            "usage": usage,
         }
