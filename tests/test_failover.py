@@ -340,9 +340,12 @@ def test_client_disconnect_closes_upstream_within_100ms_and_counts_usage(
     assert primary.closed_early, "the upstream connection was closed"
     assert primary.closed_early[0] - closed_at < 0.1
     deadline = time.monotonic() + 2
-    while not _usage_records(caplog) and time.monotonic() < deadline:
+    def cancelled() -> list[dict[str, object]]:
+        return [r for r in _usage_records(caplog) if r["outcome"] == "cancelled"]
+
+    while not cancelled() and time.monotonic() < deadline:
         time.sleep(0.01)
-    (record,) = _usage_records(caplog)
+    (record,) = cancelled()
     assert record["outcome"] == "cancelled"
     usage = record["usage"]
     assert isinstance(usage, dict)

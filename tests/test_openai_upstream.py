@@ -230,7 +230,9 @@ def test_metrics_count_requests_ttft_and_rejections(mock_gateway: Gw,
     while True:
         r = httpx.get(server.url + "/metrics")
         after = r.text
-        if sample(after, done) > sample(before, done) or time.monotonic() > deadline:
+        settled = sample(after, "sluicegate_streams_in_flight") == 0  # earlier tests' too
+        if (sample(after, done) > sample(before, done) and settled) or \
+                time.monotonic() > deadline:
             break
         time.sleep(0.01)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

@@ -43,8 +43,10 @@ from .errors import (
 )
 from .policy import Policy
 from .providers.base import ChunkStream, Target
+from .schemas import ChatRequest, CompletionRequest
 
-__all__ = ["EmptyStreamError", "Opened", "has_content", "open_first_content", "retryable"]
+__all__ = ["EmptyStreamError", "Opened", "has_content", "open_first_content", "opener",
+           "retryable"]
 
 log = logging.getLogger("sluicegate.failover")
 
@@ -123,6 +125,30 @@ def _wait(policy: Policy) -> Callable[[RetryCallState], float]:
 
 
 OpenFn = Callable[[Target], Awaitable[ChunkStream]]
+
+
+def opener(req: ChatRequest | CompletionRequest, policy: Policy) -> OpenFn:
+    """Opens ``req`` on one target: chat or text, within ``timeouts.connect`` (s, until the
+    upstream answers with a status; ``UpstreamTimeoutError`` code ``connect_timeout``), with the
+    policy's limit on malformed events."""
+    connect = policy.timeouts.connect
+    max_malformed = policy.max_malformed
+
+    async def open_one(target: Target) -> ChunkStream:
+        try:
+            async with asyncio.timeout(connect):
+                if isinstance(req, ChatRequest):
+                    chunks = await target.provider.open_chat(req, target)
+                else:
+                    chunks = await target.provider.open_text(req, target)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"{target.provider.name} did not accept the request within {connect} s.",
+                code="connect_timeout") from None
+        chunks.max_malformed = max_malformed
+        return chunks
+
+    return open_one
 
 
 async def _attempt(open_fn: OpenFn, target: Target, policy: Policy, attempts: int,

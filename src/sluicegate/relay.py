@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -36,7 +36,7 @@ from aiohttp import web
 from .accumulate import Accumulator
 from .chunks import Chunk
 from .errors import GatewayError, UpstreamTimeoutError
-from .failover import Opened, open_first_content
+from .failover import Opened, open_first_content, opener
 from .policy import Policy
 from .providers.base import ChunkStream, Target
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request
@@ -48,7 +48,7 @@ from .watchdog import Watchdog
 if TYPE_CHECKING:
     from .server import Gateway
 
-__all__ = ["SSE_HEADERS", "Run"]
+__all__ = ["SSE_HEADERS", "Run", "shaper_for"]
 
 log = logging.getLogger("sluicegate.server")
 usage_log = logging.getLogger("sluicegate.usage")
@@ -66,6 +66,19 @@ def _frame(chunk: Chunk) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+def shaper_for(req: ChatRequest | CompletionRequest, chain: Chain) -> StreamShaper:
+    """The request's shaper, estimating usage with the first target's tokenizer."""
+    if isinstance(req, ChatRequest):
+        prompt_text = "\n".join(m.text() for m in req.messages)
+    else:
+        prompt_text = req.prompt_text()
+    first = next((t for t in chain if isinstance(t, Target)), None)
+    dialect = getattr(first.provider, "dialect", None) if first is not None else None
+    return StreamShaper("chat" if isinstance(req, ChatRequest) else "text", req.model,
+                        include_usage=req.include_usage, prompt_chars=len(prompt_text),
+                        prompt_text=prompt_text, count_tokens=counter_for(dialect))
+
+
 class Run:
     """The state of one request. ``serve(stream=...)`` returns the response."""
 
@@ -77,16 +90,7 @@ class Run:
         self.policy = policy
         self.chain = chain
         self.chat = isinstance(req, ChatRequest)
-        if isinstance(req, ChatRequest):
-            prompt_text = "\n".join(m.text() for m in req.messages)
-        else:
-            prompt_text = req.prompt_text()
-        first = next((t for t in chain if isinstance(t, Target)), None)
-        dialect = getattr(first.provider, "dialect", None) if first is not None else None
-        self.shaper = StreamShaper("chat" if self.chat else "text", req.model,
-                                   include_usage=req.include_usage,
-                                   prompt_chars=len(prompt_text), prompt_text=prompt_text,
-                                   count_tokens=counter_for(dialect))
+        self.shaper = shaper_for(req, chain)
         self.started = time.perf_counter()
         self.outcome = "failed"
         self.target: Target | None = None
@@ -112,30 +116,10 @@ class Run:
         finally:
             await self._finish()
 
-    def _open_one(self, req: ChatRequest | CompletionRequest) -> Any:
-        connect = self.policy.timeouts.connect
-        max_malformed = self.policy.max_malformed
-
-        async def open_one(target: Target) -> ChunkStream:
-            try:
-                async with asyncio.timeout(connect):
-                    if isinstance(req, ChatRequest):
-                        chunks = await target.provider.open_chat(req, target)
-                    else:
-                        chunks = await target.provider.open_text(req, target)
-            except TimeoutError:
-                raise UpstreamTimeoutError(
-                    f"{target.provider.name} did not accept the request within {connect} s.",
-                    code="connect_timeout") from None
-            chunks.max_malformed = max_malformed
-            return chunks
-
-        return open_one
-
     async def _open(self, chain: Chain, req: ChatRequest | CompletionRequest) -> Opened:
         try:
             async with asyncio.timeout_at(self.deadline):
-                opened = await open_first_content(self._open_one(req), chain, self.policy)
+                opened = await open_first_content(opener(req, self.policy), chain, self.policy)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"The request did not finish within {self.policy.timeouts.total} s.",
