@@ -50,6 +50,19 @@ class ServerThread:
         self.loop.run_until_complete(self._runner.cleanup())
         self.loop.close()
 
+    @classmethod
+    def serve(cls, build_app: Callable[[], web.Application]) -> ServerThread:
+        """Serve the app ``build_app()`` returns on a free loopback port; started."""
+
+        async def boot() -> tuple[web.AppRunner, int]:
+            runner = web.AppRunner(build_app(), handler_cancellation=True, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            return runner, int(runner.addresses[0][1])
+
+        return cls(boot).start()
+
     def start(self) -> ServerThread:
         self._thread.start()
         self._ready.wait(120)
@@ -110,6 +123,7 @@ class Script:
     stall_s: float = 30.0  # ...for this long
     malformed_after: int | None = None  # garbage events after this many content chunks
     malformed_count: int = 1
+    raw_chunks: list[dict[str, Any]] | None = None  # sent as is (over id/model/...), then [DONE]
 
 
 @dataclass
@@ -132,18 +146,14 @@ class FakeOpenAIUpstream:
         self.server: ServerThread | None = None
 
     def start(self) -> FakeOpenAIUpstream:
-        async def boot() -> tuple[web.AppRunner, int]:
+        def app() -> web.Application:
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._handle)
             app.router.add_post("/v1/completions", self._handle)
             app.router.add_get("/v1/models", self._models)
-            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            return runner, int(runner.addresses[0][1])
+            return app
 
-        self.server = ServerThread(boot).start()
+        self.server = ServerThread.serve(app)
         return self
 
     def stop(self) -> None:
@@ -211,6 +221,11 @@ class FakeOpenAIUpstream:
                 return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
 
+        if script.raw_chunks is not None:
+            for raw in script.raw_chunks:
+                await send({**base, **raw})
+            await response.write(b"data: [DONE]\n\n")
+            return
         for _ in range(script.comments):
             await response.write(b": OPENROUTER PROCESSING\n\n")
         if script.first_delay_s:

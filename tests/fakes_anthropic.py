@@ -136,17 +136,13 @@ class FakeAnthropicUpstream:
         self.closed_early.clear()
 
     def start(self) -> FakeAnthropicUpstream:
-        async def boot() -> tuple[web.AppRunner, int]:
+        def app() -> web.Application:
             app = web.Application()
             app.router.add_post("/v1/messages", self._messages)
             app.router.add_get("/v1/models", self._models)
-            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            return runner, int(runner.addresses[0][1])
+            return app
 
-        self.server = ServerThread(boot).start()
+        self.server = ServerThread.serve(app)
         return self
 
     def stop(self) -> None:
