@@ -1,0 +1,92 @@
+"""The sluicegate Python client: streams from the sluicegate gateway, from any
+OpenAI-compatible server, or in-process (the gateway's router, no HTTP hop).
+
+::
+
+    from sluicegate.client import Client
+
+    with Client() as client:                       # http://127.0.0.1:8400/v1
+        with client.chat.stream(model="default",
+                                messages=[{"role": "user", "content": "Hi"}]) as stream:
+            for text in stream.text_stream:
+                print(text, end="")
+        print(stream.stats.ttft_ms, stream.usage)
+"""
+
+from __future__ import annotations
+
+from .builder import ChatRequest, ChatRequestBuilder
+from .callbacks import StreamCallbacks
+from .client import AsyncClient, Client
+from .decorators import stream_llm, stream_llm_sync
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    SluicegateError,
+    StreamClosedError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from .progress import ProgressTracker, RichProgress
+from .stream import (
+    AsyncChatStream,
+    AsyncCompletionStream,
+    ChatStream,
+    CompletionStream,
+    StreamMetadata,
+    StreamStats,
+)
+from .types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    CompletionChunk,
+    CompletionUsage,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncChatStream",
+    "AsyncClient",
+    "AsyncCompletionStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatRequest",
+    "ChatRequestBuilder",
+    "ChatStream",
+    "Client",
+    "Completion",
+    "CompletionChunk",
+    "CompletionStream",
+    "CompletionUsage",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProgressTracker",
+    "RateLimitError",
+    "RichProgress",
+    "SluicegateError",
+    "StreamCallbacks",
+    "StreamClosedError",
+    "StreamError",
+    "StreamMetadata",
+    "StreamStats",
+    "UnprocessableEntityError",
+    "stream_llm",
+    "stream_llm_sync",
+]

@@ -1,0 +1,193 @@
+"""The HTTP transport: httpx's async client, the project's SSE codec, retries before the first
+token (tenacity: exponential backoff with jitter, ``Retry-After`` / ``retry-after-ms`` honoured,
+capped at 30 s).
+
+Errors: a non-2xx status raises the matching ``APIStatusError`` subclass (its body decoded); a
+connect failure ``APIConnectionError`` (``APITimeoutError`` for the connect timeout); a
+connection dropped mid-stream ``APIConnectionError``. Retried: connection errors and statuses
+408, 409, 429 and ≥ 500, up to ``max_retries`` times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from ..sse import SSEDecoder
+from .errors import APIConnectionError, APIStatusError, APITimeoutError, status_error
+
+__all__ = ["MAX_RETRY_WAIT_S", "HTTPSource", "HTTPTransport", "retryable", "with_retries"]
+
+MAX_RETRY_WAIT_S = 30.0
+"""Cap on any wait between tries (s), ``Retry-After`` included."""
+
+T = TypeVar("T")
+
+
+def retryable(exc: BaseException) -> bool:
+    """Connection errors (timeouts included) and statuses 408, 409, 429, ≥ 500."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, APIConnectionError)
+
+
+_backoff = wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5)
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    after = getattr(exc, "retry_after", None)
+    if isinstance(after, (int, float)) and after >= 0:
+        return float(min(after, MAX_RETRY_WAIT_S))
+    return float(min(_backoff(state), MAX_RETRY_WAIT_S))
+
+
+async def with_retries(fn: Callable[[], Awaitable[T]], max_retries: int) -> tuple[T, int]:
+    """``await fn()``, retried on ``retryable`` errors; returns the result and the tries made.
+    Raises the last error."""
+    tries = 0
+    retrying = AsyncRetrying(stop=stop_after_attempt(max_retries + 1), wait=_wait,
+                             retry=retry_if_exception(retryable), reraise=True)
+    async for attempt in retrying:
+        with attempt:
+            tries += 1
+            return await fn(), tries
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _decode(content: bytes) -> object:
+    try:
+        return orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        return content.decode("utf-8", "replace")
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+class HTTPSource:
+    """One streaming response: SSE events decoded to chunk dicts, ``[DONE]`` ends it."""
+
+    def __init__(self, response: httpx.Response, tries: int = 1) -> None:
+        self._response = response
+        self._iter: AsyncIterator[bytes] = response.aiter_bytes()
+        self._decoder = SSEDecoder()
+        self._done = False
+        headers = response.headers
+        self.provider: str | None = headers.get("x-sluicegate-provider")
+        self.model: str | None = headers.get("x-sluicegate-model")
+        self.attempts: int | None = _int_or_none(headers.get("x-sluicegate-attempts")) or tries
+        self.request_id: str | None = headers.get("x-request-id")
+
+    async def next_batch(self) -> list[dict[str, Any]] | None:
+        while not self._done:
+            try:
+                data = await anext(self._iter)
+            except StopAsyncIteration:
+                self._done = True
+                break
+            except httpx.TransportError as exc:
+                raise APIConnectionError(f"The connection dropped mid-stream: {exc!r}") from exc
+            out: list[dict[str, Any]] = []
+            for payload in self._decoder.feed_data(data):
+                if payload.startswith(b"[DONE]"):
+                    self._done = True
+                    break
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue  # a malformed event is skipped, as the gateway does
+                if isinstance(obj, dict):
+                    out.append(obj)
+            if out:
+                return out
+        return None
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._response.aclose()
+
+
+class HTTPTransport:
+    """Talks to ``base_url`` (``…/v1``) with a bearer ``api_key`` if given. The httpx client
+    is created on first use, on the loop that uses it."""
+
+    def __init__(self, base_url: str, api_key: str | None, *, connect_timeout: float | None,
+                 max_retries: int, headers: dict[str, str] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self._timeout = httpx.Timeout(None, connect=connect_timeout)
+        self._headers = {"Accept": "text/event-stream, application/json",
+                         "User-Agent": "sluicegate-python-client", **(headers or {})}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
+        return self._client
+
+    async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        client = self._http()
+        request = client.build_request("POST", self.base_url + path, content=orjson.dumps(body),
+                                       headers={"Content-Type": "application/json"})
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"Timed out connecting to {self.base_url}: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"Could not reach {self.base_url}: {exc!r}") from exc
+        if response.status_code >= 300:
+            try:
+                content = await response.aread()
+            except httpx.TransportError:
+                content = b""
+            finally:
+                await response.aclose()
+            raise status_error(response.status_code, _decode(content), dict(response.headers))
+        return response
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> HTTPSource:
+        """POST ``body`` to ``path`` and return the open event stream (retried before it
+        opens)."""
+        response, tries = await with_retries(lambda: self._send(path, body), self.max_retries)
+        return HTTPSource(response, tries)
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` and return the decoded JSON object (retried)."""
+
+        async def once() -> dict[str, Any]:
+            response = await self._send(path, body)
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                raise APIConnectionError(f"The connection dropped: {exc!r}") from exc
+            finally:
+                await response.aclose()
+            decoded = _decode(content)
+            if not isinstance(decoded, dict):
+                raise APIConnectionError("The server answered something other than JSON.")
+            return decoded
+
+        result, _ = await with_retries(once, self.max_retries)
+        return result
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,220 @@
+"""Request bodies and the ``chat`` / ``completions`` resources of both clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .callbacks import StreamCallbacks
+from .stream import AsyncChatStream, AsyncCompletionStream, ChatStream, CompletionStream
+from .types import ChatCompletion, ChatCompletionChunk, Completion
+
+if TYPE_CHECKING:
+    from .batch import BatchRequest
+    from .client import AsyncClient, Client
+
+__all__ = ["AsyncChat", "AsyncCompletions", "Chat", "Completions", "chat_body",
+           "completion_body"]
+
+CHAT_PATH = "/chat/completions"
+COMPLETIONS_PATH = "/completions"
+
+
+@runtime_checkable
+class HasBody(Protocol):
+    """A prepared request (``ChatRequest`` from ``ChatRequestBuilder.build()``)."""
+
+    def to_body(self) -> dict[str, Any]: ...
+
+
+def _message(m: object) -> dict[str, Any]:
+    dump = getattr(m, "model_dump", None)
+    if callable(dump):
+        return dict(dump(exclude_none=True))
+    if isinstance(m, Mapping):
+        return dict(m)
+    raise TypeError(f"a message must be a dict, not {type(m).__name__}")
+
+
+def _finish(body: dict[str, Any], fallbacks: Iterable[str] | None, stream: bool
+            ) -> dict[str, Any]:
+    if fallbacks:
+        body["models"] = [body.get("model"), *fallbacks]
+    if stream:
+        body["stream"] = True
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        body["stream_options"] = options
+    else:
+        body["stream"] = False
+        body.pop("stream_options", None)
+    return body
+
+
+def chat_body(model: str | HasBody, messages: Iterable[object] | None,
+              fallbacks: Iterable[str] | None, params: Mapping[str, Any], *,
+              stream: bool) -> dict[str, Any]:
+    """The JSON body: a request's ``to_body()`` (or ``{"model": model}``), then ``messages``
+    and ``params`` on top; ``fallbacks`` → ``models: [model, *fallbacks]``; ``stream`` and
+    ``stream_options.include_usage`` forced for streams."""
+    body: dict[str, Any] = {"model": model} if isinstance(model, str) else dict(model.to_body())
+    if messages is not None:
+        body["messages"] = [_message(m) for m in messages]
+    body.update(params)
+    return _finish(body, fallbacks, stream)
+
+
+def completion_body(model: str, prompt: str | None, fallbacks: Iterable[str] | None,
+                    params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+    """The legacy completions body (``prompt`` one string)."""
+    body: dict[str, Any] = {"model": model}
+    if prompt is not None:
+        body["prompt"] = prompt
+    body.update(params)
+    return _finish(body, fallbacks, stream)
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+class Chat:
+    """``client.chat``: ``stream``, ``create``, ``stream_many``, ``run_many``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def stream(self, model: str | HasBody = "default", messages: Iterable[object] | None = None,
+               *, timeout: float | None = None, stall_timeout: float | None = None,
+               callbacks: StreamCallbacks | None = None, progress: Any = None,
+               flush_chars: int | None = None, flush_ms: float | None = None,
+               fallbacks: Iterable[str] | None = None, **params: Any) -> ChatStream:
+        """A ``ChatStream`` (opens at first use). ``model`` is a model name or a
+        ``ChatRequest``; ``params``: any OpenAI field (``max_tokens``, ``n``, ``tools``, the
+        gateway's ``timeouts``…). ``timeout`` / ``stall_timeout`` in s."""
+        body = chat_body(model, messages, fallbacks, params, stream=True)
+        return ChatStream(
+            self._client._engine(CHAT_PATH, body, timeout, stall_timeout), self._client._loop,
+            callbacks=self._client._callbacks_for(callbacks), progress=progress,
+            flush_chars=flush_chars, flush_ms=flush_ms, max_tokens=_max_tokens(body))
+
+    def create(self, model: str | HasBody = "default", messages: Iterable[object] | None = None,
+               *, timeout: float | None = None, fallbacks: Iterable[str] | None = None,
+               **params: Any) -> ChatCompletion:
+        """A whole ``ChatCompletion`` (non-streaming request). Raises ``APIStatusError``
+        subclasses, ``APIConnectionError``, ``APITimeoutError``."""
+        body = chat_body(model, messages, fallbacks, params, stream=False)
+        return ChatCompletion.model_validate(self._client._create(CHAT_PATH, body, timeout))
+
+    def stream_many(self, requests: Iterable[BatchRequest], concurrency: int = 4
+                    ) -> Iterator[tuple[int, ChatCompletionChunk]]:
+        """``(request_index, chunk)`` as they arrive from up to ``concurrency`` streams; a
+        request is a ``ChatRequest`` or a dict of ``stream()`` arguments."""
+        from . import batch
+
+        return batch.stream_many(self._client, requests, concurrency)
+
+    def run_many(self, requests: Iterable[BatchRequest], concurrency: int = 4
+                 ) -> list[ChatCompletion]:
+        """Every request's ``ChatCompletion``, in input order (up to ``concurrency`` at once)."""
+        from . import batch
+
+        return batch.run_many(self._client, requests, concurrency)
+
+
+class Completions:
+    """``client.completions``: legacy text completions."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def stream(self, model: str = "default", prompt: str | None = None, *,
+               timeout: float | None = None, stall_timeout: float | None = None,
+               callbacks: StreamCallbacks | None = None, progress: Any = None,
+               flush_chars: int | None = None, flush_ms: float | None = None,
+               fallbacks: Iterable[str] | None = None, **params: Any) -> CompletionStream:
+        """A ``CompletionStream`` of ``CompletionChunk`` (text), opening at first use."""
+        body = completion_body(model, prompt, fallbacks, params, stream=True)
+        return CompletionStream(
+            self._client._engine(COMPLETIONS_PATH, body, timeout, stall_timeout),
+            self._client._loop, callbacks=self._client._callbacks_for(callbacks),
+            progress=progress, flush_chars=flush_chars, flush_ms=flush_ms,
+            max_tokens=_max_tokens(body))
+
+    def create(self, model: str = "default", prompt: str | None = None, *,
+               timeout: float | None = None, fallbacks: Iterable[str] | None = None,
+               **params: Any) -> Completion:
+        """A whole ``Completion`` (non-streaming request)."""
+        body = completion_body(model, prompt, fallbacks, params, stream=False)
+        return Completion.model_validate(self._client._create(COMPLETIONS_PATH, body, timeout))
+
+
+class AsyncChat:
+    """``aclient.chat``: ``stream`` (not a coroutine), ``create``, ``stream_many``,
+    ``run_many``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def stream(self, model: str | HasBody = "default", messages: Iterable[object] | None = None,
+               *, timeout: float | None = None, stall_timeout: float | None = None,
+               callbacks: StreamCallbacks | None = None, progress: Any = None,
+               flush_chars: int | None = None, flush_ms: float | None = None,
+               fallbacks: Iterable[str] | None = None, **params: Any) -> AsyncChatStream:
+        """An ``AsyncChatStream`` (opens at first use); arguments as ``Client.chat.stream``."""
+        body = chat_body(model, messages, fallbacks, params, stream=True)
+        return AsyncChatStream(
+            self._client._engine(CHAT_PATH, body, timeout, stall_timeout),
+            callbacks=self._client._callbacks_for(callbacks), progress=progress,
+            flush_chars=flush_chars, flush_ms=flush_ms, max_tokens=_max_tokens(body))
+
+    async def create(self, model: str | HasBody = "default",
+                     messages: Iterable[object] | None = None, *,
+                     timeout: float | None = None,  # noqa: ASYNC109 - the API's name (s)
+                     fallbacks: Iterable[str] | None = None, **params: Any) -> ChatCompletion:
+        """A whole ``ChatCompletion`` (non-streaming request); errors as ``Client``'s."""
+        body = chat_body(model, messages, fallbacks, params, stream=False)
+        return ChatCompletion.model_validate(
+            await self._client._create(CHAT_PATH, body, timeout))
+
+    def stream_many(self, requests: Iterable[BatchRequest], concurrency: int = 4
+                    ) -> AsyncIterator[tuple[int, ChatCompletionChunk]]:
+        """``(request_index, chunk)`` as they arrive from up to ``concurrency`` streams."""
+        from . import batch
+
+        return batch.astream_many(self._client, requests, concurrency)
+
+    async def run_many(self, requests: Iterable[BatchRequest], concurrency: int = 4
+                       ) -> list[ChatCompletion]:
+        """Every request's ``ChatCompletion``, in input order (up to ``concurrency`` at once)."""
+        from . import batch
+
+        return await batch.arun_many(self._client, requests, concurrency)
+
+
+class AsyncCompletions:
+    """``aclient.completions``: legacy text completions."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def stream(self, model: str = "default", prompt: str | None = None, *,
+               timeout: float | None = None, stall_timeout: float | None = None,
+               callbacks: StreamCallbacks | None = None, progress: Any = None,
+               flush_chars: int | None = None, flush_ms: float | None = None,
+               fallbacks: Iterable[str] | None = None, **params: Any) -> AsyncCompletionStream:
+        """An ``AsyncCompletionStream`` of ``CompletionChunk`` (text)."""
+        body = completion_body(model, prompt, fallbacks, params, stream=True)
+        return AsyncCompletionStream(
+            self._client._engine(COMPLETIONS_PATH, body, timeout, stall_timeout),
+            callbacks=self._client._callbacks_for(callbacks), progress=progress,
+            flush_chars=flush_chars, flush_ms=flush_ms, max_tokens=_max_tokens(body))
+
+    async def create(self, model: str = "default", prompt: str | None = None, *,
+                     timeout: float | None = None,  # noqa: ASYNC109 - the API's name (s)
+                     fallbacks: Iterable[str] | None = None, **params: Any) -> Completion:
+        """A whole ``Completion`` (non-streaming request)."""
+        body = completion_body(model, prompt, fallbacks, params, stream=False)
+        return Completion.model_validate(
+            await self._client._create(COMPLETIONS_PATH, body, timeout))

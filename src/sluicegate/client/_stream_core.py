@@ -1,0 +1,275 @@
+"""What sync and async streams share: the source protocol, the engine (lazy open, timeouts),
+the stats and the per-chunk bookkeeping (usage, text, accumulation for ``final()``)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..accumulate import Accumulator
+from .errors import APITimeoutError, StreamError
+from .types import CompletionUsage
+
+__all__ = ["Engine", "Opener", "Source", "StreamMetadata", "StreamState", "StreamStats"]
+
+Kind = Literal["chat", "text"]
+
+
+class Source(Protocol):
+    """An open stream of chunk dicts from one transport (HTTP or in-process).
+
+    ``provider`` / ``model`` / ``attempts``: the route that served it (the gateway's
+    ``X-Sluicegate-*`` headers, or the router's own answer); None when unknown.
+    """
+
+    provider: str | None
+    model: str | None
+    attempts: int | None
+    request_id: str | None
+
+    async def next_batch(self) -> list[dict[str, Any]] | None:
+        """The chunks of the next read (never empty), or None at the clean end. Raises
+        ``APIConnectionError`` when the connection drops."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (idempotent)."""
+        ...
+
+
+Opener = Callable[[], Awaitable[Source]]
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Live statistics of one stream.
+
+    ``ttft_ms``: request start to first content (ms); ``chunks``: chunks received;
+    ``characters``: content characters (all choices); ``tokens``: usage.completion_tokens when
+    known, else the count of content chunks; ``tokens_per_s``: tokens / (duration − TTFT);
+    ``duration_s``: request start to the end (or to now while streaming, s); ``provider`` /
+    ``model``: from the gateway's headers, else the chunk's ``model``; ``attempts``: the
+    gateway's ``X-Sluicegate-Attempts``; ``finish_reason``: choice 0's.
+    """
+
+    ttft_ms: float | None = None
+    chunks: int = 0
+    characters: int = 0
+    tokens: int = 0
+    tokens_per_s: float | None = None
+    duration_s: float = 0.0
+    provider: str | None = None
+    model: str | None = None
+    attempts: int | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class StreamMetadata:
+    """Passed to callbacks. ``request_id``: the chunks' ``id``; ``chunk_index``: 0-based index
+    of the current chunk (-1 before any); ``total_tokens``: usage.total_tokens when known,
+    else ``stats.tokens``; ``ttft_ms`` in ms."""
+
+    request_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    chunk_index: int = -1
+    stats: StreamStats = field(default_factory=StreamStats)
+    finish_reason: str | None = None
+    total_tokens: int | None = None
+    ttft_ms: float | None = None
+
+
+class Engine:
+    """Opens the source on first use and reads batches under the time limits.
+
+    ``timeout`` (s) bounds the whole request from its start (retries included);
+    ``stall_timeout`` (s) bounds each wait for the next read once the response is open. Either
+    firing closes the source and raises ``APITimeoutError``. Any failure closes the source.
+    """
+
+    def __init__(self, opener: Opener, *, timeout: float | None,
+                 stall_timeout: float | None) -> None:
+        self._opener = opener
+        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.source: Source | None = None
+        self.started: float | None = None  # time.perf_counter() at the request start
+        self._deadline: float | None = None  # loop time
+        self.ended = False
+        self.closed = False
+
+    def _start(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+            if self.timeout is not None:
+                self._deadline = asyncio.get_running_loop().time() + self.timeout
+
+    async def open(self) -> Source:
+        """Open the source (once). Raises ``APIStatusError``, ``APIConnectionError``,
+        ``APITimeoutError``."""
+        if self.source is not None:
+            return self.source
+        self._start()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                self.source = await self._opener()
+        except TimeoutError:
+            await self.aclose()
+            raise APITimeoutError(
+                f"The request did not finish within {self.timeout} s.") from None
+        except BaseException:
+            await self.aclose()
+            raise
+        return self.source
+
+    async def next_batch(self) -> list[dict[str, Any]] | None:
+        """The next chunk dicts, or None at the clean end (the source is then closed)."""
+        if self.ended:
+            return None
+        source = await self.open()
+        loop = asyncio.get_running_loop()
+        stall_at = None if self.stall_timeout is None else loop.time() + self.stall_timeout
+        limit = min(stall_at if stall_at is not None else math.inf,
+                    self._deadline if self._deadline is not None else math.inf)
+        try:
+            async with asyncio.timeout_at(None if limit == math.inf else limit):
+                batch = await source.next_batch()
+        except TimeoutError:
+            await self.aclose()
+            if self._deadline is not None and limit == self._deadline:
+                raise APITimeoutError(
+                    f"The request did not finish within {self.timeout} s.") from None
+            raise APITimeoutError(
+                f"No data from the server for {self.stall_timeout} s.") from None
+        except BaseException:
+            await self.aclose()
+            raise
+        if batch is None:
+            self.ended = True
+            await self.aclose()
+        return batch
+
+    async def aclose(self) -> None:
+        """Close the source (idempotent)."""
+        self.closed = True
+        source = self.source
+        if source is not None:
+            await source.aclose()
+
+
+class StreamState:
+    """Bookkeeping per chunk dict: stats, usage, choice-0 text, accumulation, error frames."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind: Kind = kind
+        self.stats = StreamStats()
+        self.usage: CompletionUsage | None = None
+        self.accumulator = Accumulator()
+        self.text: list[str] = []  # choice 0's content so far
+        self.started: float | None = None
+        self.first_content: float | None = None
+        self.ended_at: float | None = None
+        self.content_chunks = 0
+        self.chunk_index = -1
+        self.id: str | None = None
+        self.created = 0
+        self.model: str | None = None
+
+    def opened(self, source: Source, started: float | None) -> None:
+        """Record the route of an open source and the request start (perf_counter)."""
+        self.started = started if started is not None else time.perf_counter()
+        stats = self.stats
+        stats.provider = source.provider
+        stats.model = source.model
+        stats.attempts = source.attempts
+
+    def process(self, raw: dict[str, Any]) -> str:
+        """Account one chunk dict; returns choice 0's content text ("" if none). Raises
+        ``StreamError`` for an error frame."""
+        now = time.perf_counter()
+        stats = self.stats
+        error = raw.get("error")
+        if error is not None:
+            stats.finish_reason = "error"
+            self.finish(now)
+            err = error if isinstance(error, dict) else {"message": str(error)}
+            raise StreamError(str(err.get("message") or "The stream failed."),
+                              partial_text="".join(self.text), error=err,
+                              code=err.get("code"), type=err.get("type"))
+        self.chunk_index += 1
+        stats.chunks += 1
+        if self.id is None and raw.get("id"):
+            self.id = str(raw["id"])
+            self.created = int(raw.get("created") or 0)
+        if raw.get("model") and self.model is None:
+            self.model = str(raw["model"])
+            if stats.model is None:
+                stats.model = self.model
+        usage = raw.get("usage")
+        if usage:
+            self.usage = CompletionUsage.model_validate(usage)
+        self.accumulator.add(raw)
+        chat = self.kind == "chat"
+        text0 = ""
+        content = False
+        for choice in raw.get("choices") or ():
+            delta = (choice.get("delta") or {}) if chat else None
+            piece = (delta.get("content") if delta is not None else choice.get("text")) or ""
+            index = choice.get("index", 0)
+            if piece:
+                content = True
+                stats.characters += len(piece)
+                if index == 0:
+                    text0 += piece
+            elif delta and (delta.get("tool_calls") or delta.get("reasoning_content")
+                            or delta.get("refusal")):
+                content = True
+            if index == 0 and choice.get("finish_reason") is not None:
+                stats.finish_reason = choice["finish_reason"]
+        if content:
+            self.content_chunks += 1
+            if self.first_content is None:
+                self.first_content = now
+        if text0:
+            self.text.append(text0)
+        self._update(now)
+        return text0
+
+    def _update(self, now: float) -> None:
+        stats = self.stats
+        start = self.started if self.started is not None else now
+        stats.duration_s = (self.ended_at or now) - start
+        if self.first_content is not None:
+            stats.ttft_ms = (self.first_content - start) * 1000.0
+        usage = self.usage
+        stats.tokens = usage.completion_tokens if usage is not None else self.content_chunks
+        if stats.ttft_ms is not None:
+            span = stats.duration_s - stats.ttft_ms / 1000.0
+            stats.tokens_per_s = stats.tokens / span if span > 0 else None
+
+    def finish(self, now: float | None = None) -> None:
+        """Freeze the duration at the end of the stream (clean or not)."""
+        if self.ended_at is None:
+            self.ended_at = time.perf_counter() if now is None else now
+            self._update(self.ended_at)
+
+    def metadata(self) -> StreamMetadata:
+        stats = self.stats
+        usage = self.usage
+        return StreamMetadata(
+            request_id=self.id, model=stats.model, provider=stats.provider,
+            chunk_index=self.chunk_index, stats=stats, finish_reason=stats.finish_reason,
+            total_tokens=usage.total_tokens if usage is not None else stats.tokens,
+            ttft_ms=stats.ttft_ms,
+        )
+
+    def final(self) -> dict[str, Any]:
+        """The completion object built from every chunk seen (all choices, tool calls)."""
+        usage = self.usage.model_dump(exclude_defaults=False) if self.usage else None
+        return self.accumulator.build(self.kind, self.id or "", self.created,
+                                      self.model or "", usage)

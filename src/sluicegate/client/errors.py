@@ -1,0 +1,200 @@
+"""The client's error tree, rooted at ``SluicegateError``.
+
+::
+
+    SluicegateError
+    ├── APIError(message)
+    │   ├── APIStatusError(message, status_code, body, request_id)   a non-2xx HTTP status
+    │   │   ├── BadRequestError            400
+    │   │   ├── AuthenticationError        401
+    │   │   ├── PermissionDeniedError      403
+    │   │   ├── NotFoundError              404
+    │   │   ├── ConflictError              409
+    │   │   ├── UnprocessableEntityError   422
+    │   │   ├── RateLimitError             429
+    │   │   └── InternalServerError        ≥ 500
+    │   ├── APIConnectionError             connect failure or a dropped connection
+    │   │   └── APITimeoutError            ``timeout`` / ``stall_timeout`` / connect timeout
+    │   └── StreamError                    the mid-stream error frame (top-level ``error``)
+    └── StreamClosedError                  misuse: using a stream after ``close()``
+
+``status_error(status, body, headers)`` builds the right ``APIStatusError`` subclass from an
+OpenAI-shaped body (``{"error": {"message", "type", "param", "code"}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SluicegateError",
+    "StreamClosedError",
+    "StreamError",
+    "UnprocessableEntityError",
+    "status_error",
+]
+
+
+class SluicegateError(Exception):
+    """Base of every error raised by ``sluicegate.client``."""
+
+
+class APIError(SluicegateError):
+    """An error talking to the API. ``message`` is human-readable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class APIStatusError(APIError):
+    """The server answered a non-2xx status before streaming.
+
+    ``status_code``: the HTTP status; ``body``: the decoded JSON body (or the raw text, or
+    None); ``request_id``: the ``x-request-id`` response header if any; ``headers``: the
+    response headers; ``retry_after``: seconds asked for by ``retry-after-ms`` /
+    ``Retry-After`` (None if absent).
+    """
+
+    status_code: int = 0
+
+    def __init__(self, message: str, *, status_code: int, body: object = None,
+                 request_id: str | None = None, headers: Mapping[str, str] | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+        self.headers: dict[str, str] = dict(headers or {})
+        self.retry_after = retry_after
+        error = body.get("error") if isinstance(body, dict) else None
+        self.type: str | None = error.get("type") if isinstance(error, dict) else None
+        self.code: object = error.get("code") if isinstance(error, dict) else None
+        self.param: str | None = error.get("param") if isinstance(error, dict) else None
+
+    def __str__(self) -> str:
+        return f"Error code: {self.status_code} - {self.message}"
+
+
+class BadRequestError(APIStatusError):
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    status_code = 404
+
+
+class ConflictError(APIStatusError):
+    status_code = 409
+
+
+class UnprocessableEntityError(APIStatusError):
+    status_code = 422
+
+
+class RateLimitError(APIStatusError):
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    """Any status ≥ 500."""
+
+
+class APIConnectionError(APIError):
+    """The connection could not be made, or dropped before the response ended."""
+
+    def __init__(self, message: str = "Connection error.") -> None:
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """A time limit fired: ``timeout`` (whole request, s), ``stall_timeout`` (longest gap
+    between chunks, s) or the connect timeout. The connection has been closed."""
+
+    def __init__(self, message: str = "Request timed out.") -> None:
+        super().__init__(message)
+
+
+class StreamError(APIError):
+    """The stream ended with an error frame after it started (an event carrying a top-level
+    ``error`` object). ``partial_text``: the content of choice 0 received before it;
+    ``error``: the frame's ``error`` object; ``code`` and ``type`` taken from it."""
+
+    def __init__(self, message: str, *, partial_text: str = "",
+                 error: dict[str, Any] | None = None, code: object = None,
+                 type: str | None = None) -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+        self.error = error
+        self.code = code
+        self.type = type
+
+
+class StreamClosedError(SluicegateError):
+    """A stream was used after ``close()`` / ``aclose()`` (or after its ``with`` block)."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = lowered.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                continue
+    return None
+
+
+def status_error(status: int, body: object, headers: Mapping[str, str] | None = None
+                 ) -> APIStatusError:
+    """The ``APIStatusError`` subclass for ``status`` (``InternalServerError`` for ≥ 500, the
+    base class for other codes), with the message of an OpenAI-shaped ``body``."""
+    headers = headers or {}
+    message: str | None = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            message = str(error["message"])
+        elif isinstance(error, str):
+            message = error
+        elif body.get("message"):
+            message = str(body["message"])
+    elif isinstance(body, str) and body:
+        message = body[:500]
+    cls = _BY_STATUS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    request_id = lowered.get("x-request-id") or lowered.get("request-id")
+    return cls(message or f"HTTP {status}", status_code=status, body=body,
+               request_id=request_id, headers=headers, retry_after=_retry_after(headers))
