@@ -15,7 +15,7 @@ OpenAI-compatible server, or in-process (the gateway's router, no HTTP hop).
 
 from __future__ import annotations
 
-from .builder import ChatRequest, ChatRequestBuilder
+from .builder import BuilderError, ChatRequest, ChatRequestBuilder
 from .callbacks import StreamCallbacks
 from .client import AsyncClient, Client
 from .decorators import stream_llm, stream_llm_sync
@@ -26,6 +26,7 @@ from .errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConflictError,
     InternalServerError,
     NotFoundError,
@@ -63,12 +64,14 @@ __all__ = [
     "AsyncCompletionStream",
     "AuthenticationError",
     "BadRequestError",
+    "BuilderError",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
     "ChatRequestBuilder",
     "ChatStream",
     "Client",
+    "ClientClosedError",
     "Completion",
     "CompletionChunk",
     "CompletionStream",

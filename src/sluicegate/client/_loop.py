@@ -13,6 +13,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .errors import ClientClosedError
+
 __all__ = ["LoopThread"]
 
 T = TypeVar("T")
@@ -31,7 +33,7 @@ class LoopThread:
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._stopped:
-                raise RuntimeError("the client is closed")
+                raise ClientClosedError("The client is closed.")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()

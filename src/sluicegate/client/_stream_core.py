@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..accumulate import Accumulator
-from .errors import APITimeoutError, StreamError
+from .errors import APITimeoutError, StreamClosedError, StreamError
 from .types import CompletionUsage
 
 __all__ = ["Engine", "Opener", "Source", "StreamMetadata", "StreamState", "StreamStats"]
@@ -114,10 +114,17 @@ class Engine:
         ``APITimeoutError``."""
         if self.source is not None:
             return self.source
+        if self.closed:
+            raise StreamClosedError("The stream is closed.")
         self._start()
         try:
             async with asyncio.timeout_at(self._deadline):
-                self.source = await self._opener()
+                source = await self._opener()
+            self.source = source
+            if self.closed:
+                # Closed (e.g. from another thread) while opening: release what just opened.
+                await source.aclose()
+                raise StreamClosedError("The stream was closed while it was opening.")
         except TimeoutError:
             await self.aclose()
             raise APITimeoutError(

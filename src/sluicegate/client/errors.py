@@ -154,6 +154,10 @@ class StreamClosedError(SluicegateError):
     """A stream was used after ``close()`` / ``aclose()`` (or after its ``with`` block)."""
 
 
+class ClientClosedError(SluicegateError, RuntimeError):
+    """A client was used after ``close()`` / ``aclose()``."""
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,

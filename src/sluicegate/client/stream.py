@@ -24,6 +24,7 @@ from ._stream_base import PENDING, ChunkT, FinalT, Pending, StreamBase
 from ._stream_core import Engine, StreamMetadata, StreamStats
 from .buffering import FlushPolicy
 from .callbacks import call_callback
+from .errors import StreamClosedError
 from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
 
 __all__ = [
@@ -48,6 +49,13 @@ class _SyncStream(StreamBase[ChunkT, FinalT], Generic[ChunkT, FinalT]):
     # -- plumbing ------------------------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> NoReturn:
+        if isinstance(exc, concurrent.futures.CancelledError):
+            # Closed from another thread while a read was waiting: the user's own doing, so
+            # a StreamClosedError for the reader and no on_error.
+            self._ended = self._closed = True
+            self._close_engine()
+            self._finish_progress()
+            raise StreamClosedError("The stream was closed.") from None
         self._ended = True
         if isinstance(exc, Exception):
             self._failed = exc
