@@ -90,3 +90,20 @@ def local_gateway() -> Iterator[tuple[ServerThread, Gateway]]:
     server, gateway = start_gateway(config)
     yield server, gateway
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_stream_left_in_flight(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test on the shared gateway, every stream it served has been accounted (the
+    in-flight gauge is back to 0): nothing leaked, even when a test's client went away."""
+    yield
+    if "mock_gateway" not in request.fixturenames:
+        return
+    import time
+
+    _, gateway = request.getfixturevalue("mock_gateway")
+    assert gateway.metrics is not None
+    deadline = time.monotonic() + 3
+    while gateway.metrics.registry.get_sample_value("sluicegate_streams_in_flight"):
+        assert time.monotonic() < deadline, "a stream was never accounted (in-flight gauge)"
+        time.sleep(0.01)

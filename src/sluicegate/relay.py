@@ -305,13 +305,21 @@ class Run:
 
     # -- accounting ------------------------------------------------------------------------
 
-    async def _finish(self) -> None:
-        shaper = self.shaper
+    async def _close_streams(self) -> None:
         for stream in self.streams:
             await stream.aclose()
-        if shaper.usage is None and self.streams:
-            shaper.usage = self.streams[-1].partial_usage()
-        self.gateway.account(self, time.perf_counter() - self.started)
+
+    async def _finish(self) -> None:
+        # Closing may wait (draining a finished body, ≤ 0.5 s, so its connection is reused) and
+        # the client may disconnect meanwhile, cancelling this task: the closing goes on
+        # shielded, and accounting happens whatever the ending.
+        shaper = self.shaper
+        try:
+            await asyncio.shield(self._close_streams())
+        finally:
+            if shaper.usage is None and self.streams:
+                shaper.usage = self.streams[-1].partial_usage()
+            self.gateway.account(self, time.perf_counter() - self.started)
 
 
 class _ClientGone(Exception):
