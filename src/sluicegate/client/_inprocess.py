@@ -19,13 +19,12 @@ from typing import Any
 from ..chunks import Chunk
 from ..config import GatewayConfig
 from ..errors import GatewayError, UpstreamTimeoutError
-from ..failover import Opened, open_first_content
+from ..failover import Opened, open_first_content, opener
 from ..policy import Policy
-from ..providers.base import ChunkStream, Target
+from ..relay import shaper_for
 from ..router import Router
 from ..schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 from ..shaping import StreamShaper
-from ..tokens import counter_for
 from .errors import APIStatusError, status_error
 
 __all__ = ["InProcessSource", "InProcessTransport", "api_error"]
@@ -128,30 +127,8 @@ class InProcessTransport:
             policy, chain = self.router.plan(req)
         except GatewayError as exc:
             raise api_error(exc) from None
-        if isinstance(req, ChatRequest):
-            prompt_text = "\n".join(m.text() for m in req.messages)
-        else:
-            prompt_text = req.prompt_text()
-        first = next((t for t in chain if isinstance(t, Target)), None)
-        dialect = getattr(first.provider, "dialect", None) if first is not None else None
-        shaper = StreamShaper("chat" if chat else "text", req.model,
-                              include_usage=req.include_usage, prompt_chars=len(prompt_text),
-                              prompt_text=prompt_text, count_tokens=counter_for(dialect))
-        connect = policy.timeouts.connect
-
-        async def open_one(target: Target) -> ChunkStream:
-            try:
-                async with asyncio.timeout(connect):
-                    if isinstance(req, ChatRequest):
-                        chunks = await target.provider.open_chat(req, target)
-                    else:
-                        chunks = await target.provider.open_text(req, target)
-            except TimeoutError:
-                raise UpstreamTimeoutError(
-                    f"{target.provider.name} did not accept the request within {connect} s.",
-                    code="connect_timeout") from None
-            chunks.max_malformed = policy.max_malformed
-            return chunks
+        shaper = shaper_for(req, chain)
+        open_one = opener(req, policy)
 
         total = policy.timeouts.total
         deadline = None if total is None else asyncio.get_running_loop().time() + total
