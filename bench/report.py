@@ -57,12 +57,18 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 None if r_ll is None else r_ll <= 0.05))
     direct, gw = streaming.get("direct"), streaming.get("sluicegate")
     if direct and gw:
-        d50 = gw["ttft_ms"]["p50"] - direct["ttft_ms"]["p50"]
-        d99 = gw["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"]
-        out.append(("Added TTFT p50 ≤ 1 ms", f"{d50:.2f} ms", d50 <= 1.0))
-        out.append(("Added TTFT p99 ≤ 5 ms", f"{d99:.2f} ms", d99 <= 5.0))
-        g99 = gw["gap_ms"]["p99"] - direct["gap_ms"]["p99"]
-        out.append(("Added inter-chunk gap p99 ≤ 2 ms", f"{g99:.2f} ms", g99 <= 2.0))
+        def added(name: str, delta: float, limit: float) -> None:
+            # Below zero, the direct run itself was slower than the gateway's: the machine's
+            # noise exceeded the quantity measured, so the run decides nothing.
+            if delta < 0:
+                out.append((name, f"{delta:.2f} ms (direct run noisier: inconclusive)", None))
+            else:
+                out.append((name, f"{delta:.2f} ms", delta <= limit))
+
+        added("Added TTFT p50 ≤ 1 ms", gw["ttft_ms"]["p50"] - direct["ttft_ms"]["p50"], 1.0)
+        added("Added TTFT p99 ≤ 5 ms", gw["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"], 5.0)
+        added("Added inter-chunk gap p99 ≤ 2 ms",
+              gw["gap_ms"]["p99"] - direct["gap_ms"]["p99"], 2.0)
     memory = (results.get("memory") or {}).get("sluicegate")
     if memory:
         top = max(memory, key=lambda r: r["streams"])

@@ -48,8 +48,13 @@ def _cl100k() -> TokenCounter:
     return count
 
 
+def _cl100k_lazy(text: str) -> int:
+    return _cl100k()(text)
+
+
 def counter_for(dialect: str | None) -> TokenCounter:
-    """The best offline counter for a provider dialect (``"openai"``, ``"openrouter"``, …)."""
+    """The best offline counter for a provider dialect (``"openai"``, ``"openrouter"``, …).
+    The encoding loads on the first count, not here: most streams report their own usage."""
     if dialect in ("openai", "openrouter"):
-        return _cl100k()
+        return _cl100k_lazy
     return _chars
