@@ -8,7 +8,7 @@ timeout of ``None`` (or 0 in an override) means no limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -67,7 +67,7 @@ class RoutingSettings(_Strict):
 
 @dataclass(slots=True)
 class Policy:
-    """What one request gets: resolved limits, and the fallback model names in order."""
+    """What one request gets: its resolved limits (the fallbacks are the router's chain)."""
 
     timeouts: Timeouts
     max_retries: int
@@ -77,7 +77,6 @@ class Policy:
     max_malformed: int
     max_buffered_bytes: int
     continuation: bool = False
-    fallbacks: list[str] = field(default_factory=list)
 
 
 def request_overrides(raw: dict[str, Any]) -> tuple[TimeoutOverrides | None, list[str]]:

@@ -75,8 +75,8 @@ def shaper_for(req: ChatRequest | CompletionRequest, chain: Chain) -> StreamShap
     first = next((t for t in chain if isinstance(t, Target)), None)
     dialect = getattr(first.provider, "dialect", None) if first is not None else None
     return StreamShaper("chat" if isinstance(req, ChatRequest) else "text", req.model,
-                        include_usage=req.include_usage, prompt_chars=len(prompt_text),
-                        prompt_text=prompt_text, count_tokens=counter_for(dialect))
+                        include_usage=req.include_usage, prompt_text=prompt_text,
+                        count_tokens=counter_for(dialect))
 
 
 class Run:

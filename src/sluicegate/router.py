@@ -223,7 +223,7 @@ class Router:
             retry_initial_s=routing.retry_initial_s, retry_max_wait_s=routing.retry_max_wait_s,
             keepalive_s=routing.keepalive_s, max_malformed=routing.max_malformed,
             max_buffered_bytes=routing.max_buffered_bytes,
-            continuation=bool(deployment and deployment.continuation), fallbacks=names,
+            continuation=bool(deployment and deployment.continuation),
         )
         return policy, chain
 

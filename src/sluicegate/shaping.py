@@ -31,15 +31,14 @@ class StreamShaper:
     """Stateful per-stream rewriter. ``shape(chunk) -> chunk | None`` (None: drop it).
 
     When the provider reports no usage, it is estimated from ``prompt_text`` and the content
-    delivered, with ``count_tokens`` (text → tokens) if given, else from ``prompt_chars`` and
-    the delivered characters at about 4 characters a token.
+    delivered, with ``count_tokens`` (text → tokens) if given, else at about 4 characters a
+    token.
     """
 
     __slots__ = (
         "_chat",
         "carried",
         "carried_pieces",
-        "completion_chars",
         "count_tokens",
         "created",
         "finished",
@@ -49,24 +48,21 @@ class StreamShaper:
         "kind",
         "model",
         "pieces",
-        "prompt_chars",
         "prompt_text",
         "started",
         "usage",
     )
 
-    def __init__(self, kind: Kind, model: str, *, include_usage: bool, prompt_chars: int = 0,
-                 prompt_text: str = "", count_tokens: TokenCounter | None = None):
+    def __init__(self, kind: Kind, model: str, *, include_usage: bool, prompt_text: str = "",
+                 count_tokens: TokenCounter | None = None):
         self.kind: Kind = kind
         self.id = new_id(kind)
         self.created = now()
         self.model = model
         self.include_usage = include_usage
-        self.prompt_chars = prompt_chars
         self.started: set[int] = set()
         self.finished: dict[int, str] = {}
         self.usage: dict[str, Any] | None = None
-        self.completion_chars = 0
         self.first_content_at: float | None = None  # time.perf_counter() of the first content
         self._chat = kind == "chat"
         self.prompt_text = prompt_text
@@ -102,7 +98,6 @@ class StreamShaper:
                         delta["role"] = "assistant"
             content = choice["delta"].get("content") if chat else choice.get("text")
             if content:
-                self.completion_chars += len(content)
                 if self.first_content_at is None:
                     self.first_content_at = perf_counter()
                 self.pieces.append(content)
@@ -126,7 +121,7 @@ class StreamShaper:
                 usage = make_usage(self.count_tokens(self.prompt_text),
                                    self.count_tokens(completion), estimated=True)
             else:
-                usage = make_usage(estimate_tokens(self.prompt_chars),
+                usage = make_usage(estimate_tokens(len(self.prompt_text)),
                                    estimate_tokens(len(completion)), estimated=True)
         if self.carried is None:
             return usage
