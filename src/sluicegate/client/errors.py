@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..providers.http import retry_after
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -169,18 +171,6 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 }
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = lowered.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) / scale)
-            except ValueError:
-                continue
-    return None
-
-
 def status_error(status: int, body: object, headers: Mapping[str, str] | None = None
                  ) -> APIStatusError:
     """The ``APIStatusError`` subclass for ``status`` (``InternalServerError`` for ≥ 500, the
@@ -201,4 +191,4 @@ def status_error(status: int, body: object, headers: Mapping[str, str] | None = 
     lowered = {k.lower(): v for k, v in headers.items()}
     request_id = lowered.get("x-request-id") or lowered.get("request-id")
     return cls(message or f"HTTP {status}", status_code=status, body=body,
-               request_id=request_id, headers=headers, retry_after=_retry_after(headers))
+               request_id=request_id, headers=headers, retry_after=retry_after(lowered))
