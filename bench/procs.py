@@ -2,7 +2,8 @@
 
 CPU time comes from ``/proc/<pid>/stat`` (utime + stime, in clock ticks) summed over the
 process and its descendants; memory from ``/proc/<pid>/smaps_rollup`` (PSS and RSS, in KiB).
-Every process is started with ``taskset`` on a given core and killed (process group) on exit.
+Every process is started with ``taskset`` on a given core and killed (process group) on exit,
+and dies with the process that started it (``die_with_parent``), even if that one crashes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,22 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 TARGET_CORE = "0"
 LOAD_CORE = "1" if CORES > 1 else "0"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: the child gets SIGKILL when the process that started it dies, however it
+    dies (a segfault included), so no server outlives its test or benchmark run. Linux only
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere it does nothing."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent already died before the signal was armed
+        os._exit(1)
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:
@@ -78,7 +95,7 @@ def spawn(name: str, argv: Sequence[str], port: int, core: str, workdir: Path,
     cmd = ["taskset", "-c", core, *argv] if Path("/usr/bin/taskset").exists() else list(argv)
     popen = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                             start_new_session=True, cwd=ROOT)
+                             start_new_session=True, cwd=ROOT, preexec_fn=die_with_parent)
     return Proc(name, popen, port, log)
 
 

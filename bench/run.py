@@ -147,7 +147,7 @@ class Bench:
         if key:
             argv += ["--api-key", key]
         subprocess.run(argv, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                       timeout=max_seconds + 60)
+                       timeout=max_seconds + 60, preexec_fn=procs.die_with_parent)
         result: dict[str, Any] = json.loads(out.read_text())
         return result
 
@@ -216,7 +216,7 @@ class Bench:
         if key:
             argv += ["--api-key", key]
         gen = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=procs.die_with_parent)
         assert gen.stdin is not None and gen.stdout is not None
         line = gen.stdout.readline()
         held = int(line.split()[1]) if line.startswith("holding") else 0
@@ -247,7 +247,7 @@ class Bench:
         argv += ["--rounds", "1", "--max-tokens", "16"] if self.smoke else ["--rounds", "5"]
         try:
             done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True,
-                                  timeout=900)
+                                  timeout=900, preexec_fn=procs.die_with_parent)
         except (subprocess.SubprocessError, OSError) as exc:
             self.notes.append(f"embedded model benchmark failed: {exc}")
             return None

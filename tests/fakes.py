@@ -119,6 +119,7 @@ class Script:
     send_finish: bool = True
     comments: int = 0  # ": OPENROUTER PROCESSING" comment lines before the first chunk
     first_delay_s: float = 0.0  # silence after the headers, before the first chunk
+    headers_delay_s: float = 0.0  # silence before the status line and headers
     stall_after: int | None = None  # go silent after this many content chunks...
     stall_s: float = 30.0  # ...for this long
     malformed_after: int | None = None  # garbage events after this many content chunks
@@ -188,6 +189,8 @@ class FakeOpenAIUpstream:
             )
         chat = request.path.endswith("/chat/completions")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        if script.headers_delay_s:
+            await asyncio.sleep(script.headers_delay_s)  # a model loading, a queue
         await response.prepare(request)
         finished = False
         try:

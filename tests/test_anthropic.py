@@ -370,8 +370,11 @@ def test_midstream_error_after_text(client: openai.OpenAI, anthropic_gateway: Se
     assert received == ["one", " two"]
     assert "Overloaded" in str(info.value)
     frames = _events(_post(anthropic_gateway).content)
-    assert frames[-1]["error"] == {"message": "Overloaded", "type": "overloaded_error",
-                                   "param": None, "code": "upstream_error"}
+    # The upstream's own words, after what happened: who, and how many tokens arrived (no
+    # usage from the upstream yet: estimated at ~4 characters a token, "one two" → 2).
+    assert frames[-1]["error"] == {
+        "message": "The upstream (anthropic) reported an error after 2 tokens: Overloaded",
+        "type": "overloaded_error", "param": None, "code": "upstream_error"}
     assert frames[-1]["choices"][0]["finish_reason"] == "error"
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.procs import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(shutil.which("node") is None, reason="the mock upstream needs node")
 def test_bench_suite_smoke() -> None:
     done = subprocess.run([sys.executable, "bench/run.py", "--smoke"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          preexec_fn=die_with_parent)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((ROOT / "bench/.work/results.json").read_text())
     assert results["notes"] == ["LiteLLM was not run (--skip-litellm or --smoke)."] * 2

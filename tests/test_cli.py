@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.procs import die_with_parent
 from typer.testing import CliRunner, Result
 
 from sluicegate.cli import app
@@ -260,12 +261,12 @@ def test_console_script_serves_and_stops(tmp_path: Path, upstream: FakeOpenAIUps
         proc = subprocess.Popen(
             [str(SCRIPT), "serve", "--port", str(port), "--config", str(config)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=subprocess_env(), cwd=tmp_path,
+            env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent,
         )
         try:
             wait_healthy(url, proc)
             health = httpx.get(url + "/healthz", timeout=5).json()
-            assert health == {"status": "ok", "local_models_loaded": {}}
+            assert health == {"status": "ok", "local_models_loaded": {}, "local_models": {}}
 
             body = {"model": "mock/gpt-sub", "stream": True,
                     "messages": [{"role": "user", "content": "hi"}]}
@@ -301,7 +302,7 @@ def test_serve_model_with_unknown_provider_exits_2(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(SCRIPT), "serve", "--port", str(free_port()), "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=subprocess_env(), cwd=tmp_path,
+        env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent,
     )
     try:
         output, _ = proc.communicate(timeout=30)

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from sluicegate.config import DeploymentConfig, GatewayConfig
+from sluicegate.errors import UpstreamError, explain_midstream
 from sluicegate.server import Gateway
 
 from .conftest import MASTER_KEY, mock_config
@@ -586,3 +587,21 @@ def test_gateway_still_works_after_errors(gw: ServerThread, fake: FakeOpenAIUpst
     assert result.choices[0].message.content == "still alive"
     health = httpx.get(gw.url + "/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (UpstreamError("x", reason="local_failed", detail="RuntimeError('llama_decode -3')"),
+     "The local model (local) failed after 1 token."),
+    (UpstreamError("Provider disconnected", code="502", reason="reported"),
+     "The upstream (local) reported an error after 1 token: Provider disconnected"),
+    (UpstreamError("Something odd."),
+     "The upstream (local) failed after 1 token: Something odd."),
+])
+def test_midstream_messages_without_a_fake(error: UpstreamError, expected: str) -> None:
+    """The wording of the kinds no fake upstream triggers; code and detail are kept."""
+    code, detail = error.code, error.detail
+    explain_midstream(error, "local", 1)
+    assert error.message == expected
+    assert error.code == code
+    assert error.detail == (detail or error.detail)
+    assert error.detail and "failed after" not in error.detail

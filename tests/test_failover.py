@@ -20,6 +20,7 @@ import pytest
 
 from sluicegate.config import GatewayConfig
 from sluicegate.server import Gateway
+from sluicegate.tokens import counter_for
 
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port, start_gateway
 
@@ -51,7 +52,39 @@ def fresh(primary: FakeOpenAIUpstream, backup: FakeOpenAIUpstream) -> None:
     backup.script = Script(texts=["Backup", " answer", "."])
 
 
-def _config(primary: FakeOpenAIUpstream, backup: FakeOpenAIUpstream) -> GatewayConfig:
+class SilentListener:
+    """A TCP listener on loopback that accepts connections and never sends a byte: a TLS
+    client's handshake gets no answer."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def silent() -> Iterator[SilentListener]:
+    listener = SilentListener()
+    yield listener
+    listener.close()
+
+
+def _config(primary: FakeOpenAIUpstream, backup: FakeOpenAIUpstream,
+            silent: SilentListener) -> GatewayConfig:
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: connect refused
     fast = {"first_token": 0.6, "stall": 0.6}
     config = GatewayConfig.model_validate({
@@ -71,6 +104,9 @@ def _config(primary: FakeOpenAIUpstream, backup: FakeOpenAIUpstream) -> GatewayC
              "timeouts": {"stall": 1.0}},
             {"name": "backup", "provider": "openai", "base_url": backup.base_url,
              "model": "b-model"},
+            {"name": "tls-silent", "provider": "openai",
+             "base_url": f"https://127.0.0.1:{silent.port}/v1",
+             "timeouts": {"connect": 0.5, "first_token": 60}},
         ],
     })
     config.routing.max_buffered_bytes = 64 * 1024
@@ -78,9 +114,9 @@ def _config(primary: FakeOpenAIUpstream, backup: FakeOpenAIUpstream) -> GatewayC
 
 
 @pytest.fixture(scope="module")
-def gateway(primary: FakeOpenAIUpstream,
-            backup: FakeOpenAIUpstream) -> Iterator[tuple[ServerThread, Gateway]]:
-    server, gw = start_gateway(_config(primary, backup))
+def gateway(primary: FakeOpenAIUpstream, backup: FakeOpenAIUpstream,
+            silent: SilentListener) -> Iterator[tuple[ServerThread, Gateway]]:
+    server, gw = start_gateway(_config(primary, backup, silent))
     yield server, gw
     server.stop()
 
@@ -146,6 +182,41 @@ def test_connect_refused_then_success_on_the_fallback(server: ServerThread,
     assert text == "Backup answer."
     assert headers["x-sluicegate-provider"] == "backup"
     assert _chat_requests(backup) == 1
+
+
+def test_connect_timeout_covers_an_unanswered_tls_handshake(server: ServerThread,
+                                                           silent: SilentListener) -> None:
+    """TCP connects, the TLS handshake never gets an answer: ``connect`` (0.5 s) ends it, not
+    ``first_token`` (60 s)."""
+    started = time.monotonic()
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=30, json={
+        "model": "tls-silent", "messages": MESSAGES, "stream": True})
+    elapsed = time.monotonic() - started
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "connect_timeout"
+    assert r.json()["error"]["message"] == "Could not connect to tls-silent within 0.5 s."
+    assert silent.accepted, "the TCP connection itself was accepted"
+    assert elapsed < 5
+
+
+def test_slow_response_headers_count_against_first_token_not_connect(
+        server: ServerThread, backup: FakeOpenAIUpstream) -> None:
+    """Headers 1.5 s after the request, with ``connect`` 0.5 s: the wait is the first token's."""
+    backup.queue = [Script(headers_delay_s=1.5, texts=["late", " but", " fine"])]
+    text, headers = _stream_text(server, "backup",
+                                 extra_body={"timeouts": {"connect": 0.5, "first_token": 5}})
+    assert text == "late but fine"
+    assert headers["x-sluicegate-attempts"] == "1"
+
+
+def test_slow_response_headers_past_first_token_time_out_there(
+        server: ServerThread, backup: FakeOpenAIUpstream) -> None:
+    backup.queue = [Script(headers_delay_s=3)]
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=30, json={
+        "model": "backup", "messages": MESSAGES, "stream": True,
+        "timeouts": {"connect": 0.5, "first_token": 1}})
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "first_token_timeout"
 
 
 def test_stall_before_first_token_then_fallback(server: ServerThread,
@@ -230,7 +301,7 @@ def test_stall_after_ten_tokens_ends_with_the_error_frame(server: ServerThread,
     started = time.monotonic()
     seen, error = _collect_until_error(server, "primary")
     assert seen == TEN
-    assert "No data from the upstream" in str(error)
+    assert f"sent nothing for 0.6 s after {_tokens(TEN)} tokens" in str(error)
     assert time.monotonic() - started < 3
 
 
@@ -252,7 +323,119 @@ def test_upstream_dying_after_ten_tokens_ends_with_the_error_frame(
     primary.script = Script(texts=[*TEN, "never"], die_after=10)
     seen, error = _collect_until_error(server, "primary")
     assert seen == TEN
-    assert "mid-stream" in str(error)
+    assert "closed the connection" in str(error)
+
+
+def _tokens(pieces: list[str]) -> int:
+    """Completion tokens the gateway estimates for the delivered text (cl100k_base)."""
+    return counter_for("openai")("".join(pieces))
+
+
+MIDSTREAM = {
+    # kind: (script, per-request extra body, code, message)
+    "connection_lost": (
+        Script(texts=[*TEN, "never"], die_after=10), {}, "upstream_error",
+        "The upstream (primary) closed the connection after {n} tokens without finishing "
+        "the answer."),
+    "ended_early": (
+        Script(texts=TEN, send_finish=False, send_usage=False), {}, "upstream_error",
+        "The upstream (primary) ended the stream after {n} tokens without finishing the "
+        "answer."),
+    "reported": (
+        Script(texts=[*TEN, "never"], error_after=10), {}, "502",
+        "The upstream (primary) reported an error after {n} tokens: Provider disconnected"),
+    "malformed": (
+        Script(texts=[*TEN, "never"], malformed_after=10, malformed_count=5), {},
+        "malformed_stream",
+        "The upstream (primary) sent too many malformed events in a row after {n} tokens; "
+        "the stream was stopped."),
+    "stall": (
+        Script(texts=[*TEN, "never"], stall_after=10, stall_s=5), {}, "stall_timeout",
+        "The upstream (primary) sent nothing for 0.6 s after {n} tokens; the stream was "
+        "stopped."),
+    "total": (
+        Script(texts=[*TEN, "never"], stall_after=10, stall_s=5),
+        {"timeouts": {"total": 0.5}}, "total_timeout",
+        "The request reached its time limit of 0.5 s after {n} tokens; the stream was "
+        "stopped."),
+}
+
+
+@pytest.mark.parametrize("kind", list(MIDSTREAM))
+def test_midstream_error_messages_speak_to_people(
+        server: ServerThread, primary: FakeOpenAIUpstream, kind: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each kind of failure after 10 tokens: the frame's message names what happened, the
+    provider and the tokens delivered; no exception reprs; code and type as before. The log
+    line keeps the technical detail."""
+    script, extra, code, message = MIDSTREAM[kind]
+    primary.script = script
+    with caplog.at_level(logging.WARNING, logger="sluicegate.server"):
+        raw = httpx.post(server.url + "/v1/chat/completions", timeout=10, json={
+            "model": "primary", "messages": MESSAGES, "stream": True, **extra}).content
+    events = [e for e in raw.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    frame = orjson.loads(events[-2][6:])
+    error = frame["error"]
+    assert error["message"] == message.format(n=_tokens(TEN))
+    assert error["code"] == code
+    assert error["type"] in ("server_error", "timeout_error")
+    for internal in ("<", "Error", "aiohttp", "payload", "Traceback"):
+        assert internal not in error["message"]
+    (line,) = [r.getMessage() for r in caplog.records if "stream failed" in r.getMessage()]
+    assert error["message"] in line
+    if kind == "connection_lost":
+        assert "ClientPayloadError" in line or "ServerDisconnectedError" in line, line
+
+
+def test_failed_stream_sends_usage_before_the_error_frame(server: ServerThread,
+                                                          primary: FakeOpenAIUpstream) -> None:
+    """With include_usage, a stream that dies after 10 tokens still tells the client its usage
+    (estimated: the upstream never sent it), just before the error frame; the openai SDK yields
+    it, then raises on the frame."""
+    primary.script = Script(texts=[*TEN, "never"], die_after=10)
+    stream = _client(server).chat.completions.create(
+        model="primary", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True})
+    chunks = []
+    with pytest.raises(openai.APIError, match="closed the connection after"):
+        for chunk in stream:
+            chunks.append(chunk)
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert usage.completion_tokens == _tokens(TEN)
+    assert usage.prompt_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert (usage.model_extra or {}).get("estimated") is True
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(TEN)
+
+    raw = httpx.post(server.url + "/v1/chat/completions", timeout=10, json={
+        "model": "primary", "messages": MESSAGES, "stream": True,
+        "stream_options": {"include_usage": True}}).content
+    events = [orjson.loads(e[6:]) for e in raw.split(b"\n\n") if e and e != b"data: [DONE]"]
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert events[-2]["choices"] == [] and events[-2]["usage"]["estimated"] is True
+    assert events[-1]["error"]["code"] == "upstream_error"
+
+
+def test_failed_stream_without_include_usage_sends_no_usage(
+        server: ServerThread, primary: FakeOpenAIUpstream) -> None:
+    primary.script = Script(texts=[*TEN, "never"], die_after=10)
+    raw = httpx.post(server.url + "/v1/chat/completions", timeout=10, json={
+        "model": "primary", "messages": MESSAGES, "stream": True}).content
+    assert b'"usage"' not in raw
+
+
+def test_non_stream_failure_after_first_token_speaks_to_people(
+        server: ServerThread, primary: FakeOpenAIUpstream) -> None:
+    primary.script = Script(texts=[*TEN, "never"], die_after=10)
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=10, json={
+        "model": "primary", "messages": MESSAGES})
+    assert r.status_code == 502
+    assert r.json()["error"]["message"] == (
+        f"The upstream (primary) closed the connection after {_tokens(TEN)} tokens without "
+        "finishing the answer.")
 
 
 def test_continuation_makes_a_dying_upstream_seamless(server: ServerThread,
@@ -386,31 +569,39 @@ def test_slow_client_is_bounded_then_cut_off(server: ServerThread,
 
 @pytest.mark.timeout(120)
 def test_forty_second_first_token_wait_sends_keepalives(server: ServerThread,
-                                                        primary: FakeOpenAIUpstream) -> None:
-    """Keep-alives every 15 s (the default) while no token exists; both a raw reader and the
-    openai SDK get the whole answer. Runs ~40 s: both requests go at once."""
+                                                        primary: FakeOpenAIUpstream,
+                                                        backup: FakeOpenAIUpstream) -> None:
+    """Keep-alives every 15 s (the default) while no token exists, whether the upstream has
+    answered without a token (``primary``) or has not even sent its headers (``backup``, with
+    the default ``connect`` of 10 s and ``first_token`` of 120 s); raw readers and the openai
+    SDK get the whole answer. Runs ~40 s: the four requests go at once."""
     slow = Script(first_delay_s=40)
     primary.queue = [slow, slow]
+    backup.script = Script(headers_delay_s=40, texts=["Backup", " answer", "."])
     results: dict[str, object] = {}
 
-    def raw() -> None:
+    def raw(name: str, model: str, extra: dict[str, object]) -> None:
         with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=90, json={
-                "model": "retrying", "messages": MESSAGES, "stream": True,
-                "timeouts": {"first_token": 60}}) as r:
-            results["raw"] = b"".join(r.iter_raw())
+                "model": model, "messages": MESSAGES, "stream": True, **extra}) as r:
+            results[name] = b"".join(r.iter_raw())
 
-    def sdk() -> None:
-        results["sdk"] = _stream_text(server, "retrying",
-                                      extra_body={"timeouts": {"first_token": 60}})[0]
+    def sdk(name: str, model: str, extra: dict[str, object]) -> None:
+        results[name] = _stream_text(server, model, extra_body=extra)[0]
 
-    threads = [threading.Thread(target=raw), threading.Thread(target=sdk)]
+    first_token_60 = {"timeouts": {"first_token": 60}}
+    threads = [threading.Thread(target=raw, args=("raw", "retrying", first_token_60)),
+               threading.Thread(target=sdk, args=("sdk", "retrying", first_token_60)),
+               threading.Thread(target=raw, args=("raw-headers", "backup", {})),
+               threading.Thread(target=sdk, args=("sdk-headers", "backup", {}))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(100)
-    body = results["raw"]
-    assert isinstance(body, bytes)
-    assert body.startswith(b": keep-alive\n\n: keep-alive\n\ndata: ")
-    assert body.count(b": keep-alive\n\n") == 2
-    assert b"data: \n" not in body, "never an empty data event"
+    for name in ("raw", "raw-headers"):
+        body = results[name]
+        assert isinstance(body, bytes)
+        assert body.startswith(b": keep-alive\n\n: keep-alive\n\ndata: "), name
+        assert body.count(b": keep-alive\n\n") == 2
+        assert b"data: \n" not in body, "never an empty data event"
     assert results["sdk"] == "Hello, world!"
+    assert results["sdk-headers"] == "Backup answer."

@@ -279,7 +279,8 @@ def test_malformed_event_is_skipped(gw: ServerThread, gfake: FakeGeminiUpstream)
 def test_body_ending_without_finish_reason_is_an_error(gw: ServerThread,
                                                        gfake: FakeGeminiUpstream) -> None:
     gfake.script = GeminiScript(events=[text_event("cut")])
-    with pytest.raises(openai.APIError, match="before every choice finished"):
+    with pytest.raises(openai.APIError, match=r"^The upstream \(gemini\) ended the stream "
+                       r"after 1 token without finishing the answer\.$"):
         list(_client(gw).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
 
 

@@ -335,14 +335,25 @@ def test_tiny_total_timeout_ends_the_stream_with_the_error_frame(
     server, gateway = local_gateway
     engine = gateway.router.engines["local/gemma-3-270m"]
     seen: list[str] = []
+    chunks = []
     stream = _client(server).completions.create(
         model=MODEL, prompt="Once upon a time, in a small village,", stream=True,
-        max_tokens=400, seed=5, extra_body={"timeouts": {"total": 0.6}})
-    with pytest.raises(openai.APIError, match=r"did not finish within 0\.6 s"):
+        max_tokens=400, seed=5, extra_body={"timeouts": {"total": 0.6}},
+        stream_options={"include_usage": True})
+    with pytest.raises(openai.APIError, match=r"reached its time limit of 0\.6 s after \d+ "
+                       r"tokens; the stream was stopped") as info:
         for chunk in stream:
+            chunks.append(chunk)
             if chunk.choices and chunk.choices[0].text:
                 seen.append(chunk.choices[0].text)
     assert seen, "tokens before the timeout were delivered"
+    # The usage chunk came just before the error frame, counted by the model's own tokenizer
+    # (so not marked estimated), and the message names the same count.
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert "estimated" not in (usage.model_extra or {})
+    assert usage.completion_tokens >= len(seen)
+    assert f"after {usage.completion_tokens} tokens" in str(info.value)
     at_end = engine.tokens_generated
     _idle(engine)
     time.sleep(0.2)

@@ -154,7 +154,8 @@ def test_openrouter_error_frame_on_the_wire(builtin_gateway: ServerThread,
     assert all(e.startswith(b"data: ") for e in events), "comments are not forwarded"
     assert events[-1] == b"data: [DONE]"
     assert b'"finish_reason":"error"' in events[-2]
-    assert b'"message":"Provider disconnected"' in events[-2]
+    assert (b'"message":"The upstream (openrouter) reported an error after 1 token: '
+            b'Provider disconnected"') in events[-2]
 
 
 def test_base_url_override_from_environment(clean_env: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.procs import die_with_parent
 
 from sluicegate.server import Gateway
 
@@ -37,7 +38,7 @@ def test_readme_example_runs(example: str, local_gateway: tuple[ServerThread, Ga
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
     env["SLUICEGATE_BASE_URL"] = server.url + "/v1"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            env=env, timeout=120, cwd=tmp_path)
+                            env=env, timeout=120, cwd=tmp_path, preexec_fn=die_with_parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip(), "the example printed nothing"
     assert "Traceback" not in result.stderr

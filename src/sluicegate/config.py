@@ -13,6 +13,7 @@ YAML shape (every key optional)::
       max_queue: 8             # requests waiting for the local engine; beyond: 429
       n_ctx: 4096              # context window (tokens)
       n_threads: null          # llama.cpp threads (null: cores)
+      repack: auto             # llama.cpp weight repacking: auto (off on AMX CPUs), on, off
     embedded_model: true       # serve local/gemma-3-270m (alias "default")
     routing:                   # resilience defaults (durations in s; see sluicegate.policy)
       max_retries: 1           # per deployment, before moving to its fallbacks
@@ -54,7 +55,7 @@ section. OpenRouter attribution headers come from ``OPENROUTER_SITE_URL`` (``HTT
 
 Environment overrides: ``SLUICEGATE_CONFIG`` (file path), ``SLUICEGATE_HOST``, ``SLUICEGATE_PORT``,
 ``SLUICEGATE_API_KEY``, ``SLUICEGATE_MAX_BODY_BYTES``, ``SLUICEGATE_PRELOAD``,
-``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``.
+``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``, ``SLUICEGATE_REPACK``.
 ``load_config`` raises ``ConfigError`` on an unreadable file or invalid values.
 """
 
@@ -66,8 +67,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from .local.cpu import Repack
 from .policy import RoutingSettings, TimeoutOverrides
 
 __all__ = [
@@ -109,6 +118,15 @@ class LocalSettings(_Strict):
     max_queue: int = Field(default=8, ge=0)
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
+    repack: Repack = "auto"  # see sluicegate.local.cpu
+
+    @field_validator("repack", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
 
 Dialect = Literal["openai", "anthropic", "gemini", "openrouter"]
@@ -193,6 +211,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "SLUICEGATE_MAX_QUEUE": ("local", "max_queue"),
     "SLUICEGATE_N_CTX": ("local", "n_ctx"),
     "SLUICEGATE_N_THREADS": ("local", "n_threads"),
+    "SLUICEGATE_REPACK": ("local", "repack"),
 }
 
 

@@ -24,7 +24,7 @@ mid-stream error frame (WIRE.md §2).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 
 class GatewayError(Exception):
@@ -134,12 +134,36 @@ class RateLimitError(GatewayError):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
+Reason = Literal["connection_lost", "ended_early", "malformed", "reported", "stall", "total",
+                 "local_failed"]
+"""What went wrong mid-stream, for the message the client reads (``relay.explain``)."""
+
+
 class UpstreamError(GatewayError):
-    """The upstream failed to answer usably: connect error, reset, malformed stream."""
+    """The upstream failed to answer usably: connect error, reset, malformed stream.
+
+    ``reason`` says what happened when it happened mid-stream (the gateway then words the
+    message for people: provider, tokens delivered); ``detail`` keeps the technical cause
+    (e.g. the HTTP library's exception) for the log line, never for the client.
+    """
 
     status = 502
     type = "server_error"
     code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        reason: Reason | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, status=status)
+        self.reason: Reason | None = reason
+        self.detail = detail
 
 
 class UpstreamStatusError(UpstreamError):
@@ -176,3 +200,44 @@ class UpstreamTimeoutError(UpstreamError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
+def explain_midstream(exc: GatewayError, provider: str, tokens: int,
+                      limit_s: float | None = None) -> None:
+    """Reword ``exc``, a failure after ``tokens`` (completion tokens) were delivered, for the
+    person reading the error frame: what happened, the provider, how many tokens arrived.
+
+    E.g. "The upstream (openai) closed the connection after 5 tokens without finishing the
+    answer." ``code``, ``type`` and ``status`` stay; the previous message moves to ``detail``
+    (for the log line) unless a technical detail is already there. ``limit_s`` (s) is the
+    stall or total limit for the timeout reasons.
+    """
+    reason = exc.reason if isinstance(exc, UpstreamError) else None
+    after = _tokens(tokens)
+    who = f"The upstream ({provider})"
+    limit = f"{limit_s:g} s" if limit_s is not None else "its time limit"
+    if reason == "connection_lost":
+        message = f"{who} closed the connection after {after} without finishing the answer."
+    elif reason == "ended_early":
+        message = f"{who} ended the stream after {after} without finishing the answer."
+    elif reason == "malformed":
+        message = (f"{who} sent too many malformed events in a row after {after}; the stream "
+                   "was stopped.")
+    elif reason == "reported":
+        message = f"{who} reported an error after {after}: {exc.message}"
+    elif reason == "stall":
+        message = f"{who} sent nothing for {limit} after {after}; the stream was stopped."
+    elif reason == "total":
+        message = f"The request reached its time limit of {limit} after {after}; the stream " \
+                  "was stopped."
+    elif reason == "local_failed":
+        message = f"The local model ({provider}) failed after {after}."
+    else:
+        message = f"{who} failed after {after}: {exc.message}"
+    if isinstance(exc, UpstreamError):
+        exc.detail = exc.detail or exc.message
+    exc.message = message

@@ -128,23 +128,20 @@ OpenFn = Callable[[Target], Awaitable[ChunkStream]]
 
 
 def opener(req: ChatRequest | CompletionRequest, policy: Policy) -> OpenFn:
-    """Opens ``req`` on one target: chat or text, within ``timeouts.connect`` (s, until the
-    upstream answers with a status; ``UpstreamTimeoutError`` code ``connect_timeout``), with the
-    policy's limit on malformed events."""
+    """Opens ``req`` on one target: chat or text, with the policy's limit on malformed events.
+
+    ``timeouts.connect`` (s) bounds the TCP connect and TLS handshake only (the provider raises
+    ``UpstreamTimeoutError`` code ``connect_timeout``). An upstream that accepted the connection
+    but is slow to send its status and headers (a model loading, a queue) is inside the attempt's
+    ``first_token`` limit, and keep-alives flow meanwhile."""
     connect = policy.timeouts.connect
     max_malformed = policy.max_malformed
 
     async def open_one(target: Target) -> ChunkStream:
-        try:
-            async with asyncio.timeout(connect):
-                if isinstance(req, ChatRequest):
-                    chunks = await target.provider.open_chat(req, target)
-                else:
-                    chunks = await target.provider.open_text(req, target)
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"{target.provider.name} did not accept the request within {connect} s.",
-                code="connect_timeout") from None
+        if isinstance(req, ChatRequest):
+            chunks = await target.provider.open_chat(req, target, connect_s=connect)
+        else:
+            chunks = await target.provider.open_text(req, target, connect_s=connect)
         chunks.max_malformed = max_malformed
         return chunks
 

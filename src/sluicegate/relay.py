@@ -35,7 +35,7 @@ from aiohttp import web
 
 from .accumulate import Accumulator
 from .chunks import Chunk
-from .errors import GatewayError, UpstreamTimeoutError
+from .errors import GatewayError, UpstreamTimeoutError, explain_midstream
 from .failover import Opened, open_first_content, opener
 from .policy import Policy
 from .providers.base import ChunkStream, Target
@@ -185,18 +185,44 @@ class Run:
         return response
 
     async def _end_with_error(self, response: web.StreamResponse, exc: GatewayError) -> None:
+        """The error frame and ``[DONE]``. After content was delivered, the message says what
+        happened in words (``explain_midstream``), and a client that asked for usage gets the
+        usage chunk (``"estimated": true`` where it is) just before the error frame."""
         self.outcome = "failed"
-        log.warning("stream failed after headers: %s", exc.message)
+        out = b""
+        if self.shaper.started:
+            self._explain(exc)
+            if self.shaper.include_usage:
+                out = _frame(self.shaper.usage_chunk())
+        log.warning("stream failed after headers: %s%s", exc.message, _detail(exc))
         with contextlib.suppress(ConnectionError):
-            await response.write(_frame(self.shaper.error_chunk(exc)) + DONE)
+            await response.write(out + _frame(self.shaper.error_chunk(exc)) + DONE)
             await response.write_eof()
+
+    def _explain(self, exc: GatewayError) -> None:
+        """Reword a failure after the first token (provider, tokens delivered)."""
+        shaper = self.shaper
+        if shaper.usage is None and self.streams:
+            shaper.usage = self.streams[-1].partial_usage()
+        tokens = int(shaper.final_usage().get("completion_tokens") or 0)
+        timeouts = self.policy.timeouts
+        limit = timeouts.stall if exc.code == "stall_timeout" else timeouts.total
+        name = self.target.provider.name if self.target is not None else "unknown"
+        explain_midstream(exc, name, tokens, limit)
 
     async def _complete(self) -> web.Response:
         opened = await self._open(self.chain, self.req)
         accumulator = Accumulator()
-        await self._relay(opened, None, accumulator)
-        self.shaper.include_usage = False
-        self.shaper.closing_chunks()  # raises if the upstream ended early
+        try:
+            await self._relay(opened, None, accumulator)
+            self.shaper.include_usage = False
+            self.shaper.closing_chunks()  # raises if the upstream ended early
+        except GatewayError as exc:
+            if self.shaper.started:
+                self._explain(exc)
+            log.warning("completion failed after the first token: %s%s", exc.message,
+                        _detail(exc))
+            raise
         self.outcome = "completed"
         return web.Response(body=orjson.dumps(accumulator.result(self.shaper)),
                             content_type="application/json", headers=self._route_headers())
@@ -248,11 +274,13 @@ class Run:
                                 "stream cancelled", self.policy.timeouts.stall,
                                 self._buffered())
                     raise _ClientGone() from None
+                stalled = watch.reason == "stall"
                 failure: GatewayError = UpstreamTimeoutError(
                     f"No data from the upstream for {self.policy.timeouts.stall} s."
-                    if watch.reason == "stall"
+                    if stalled
                     else f"The request did not finish within {self.policy.timeouts.total} s.",
-                    code="stall_timeout" if watch.reason == "stall" else "total_timeout")
+                    code="stall_timeout" if stalled else "total_timeout",
+                    reason="stall" if stalled else "total")
             except GatewayError as exc:
                 failure = exc
             next_opened = await self._continuation(opened, failure)
@@ -320,6 +348,12 @@ class Run:
             if shaper.usage is None and self.streams:
                 shaper.usage = self.streams[-1].partial_usage()
             self.gateway.account(self, time.perf_counter() - self.started)
+
+
+def _detail(exc: GatewayError) -> str:
+    """The technical cause for a log line (never sent to the client)."""
+    detail = getattr(exc, "detail", None)
+    return f" ({detail})" if detail else ""
 
 
 class _ClientGone(Exception):

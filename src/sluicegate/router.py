@@ -148,7 +148,7 @@ class Router:
             if engine is None:
                 local = self.config.local
                 engine = LocalEngine(path, n_ctx=local.n_ctx, n_threads=local.n_threads,
-                                     max_queue=local.max_queue)
+                                     max_queue=local.max_queue, repack=local.repack)
                 self.engines[key] = engine
             return LocalProvider(engine)
         shared = self._endpoints[d.provider]

@@ -131,8 +131,12 @@ class Gateway:
     # -- routes ----------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        engines = {name: engine.loaded for name, engine in self.router.engines.items()}
-        return web.json_response({"status": "ok", "local_models_loaded": engines})
+        engines = self.router.engines.items()
+        return web.json_response({
+            "status": "ok",
+            "local_models_loaded": {name: engine.loaded for name, engine in engines},
+            "local_models": {name: engine.describe() for name, engine in engines},
+        })
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         assert self.metrics is not None

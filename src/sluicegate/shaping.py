@@ -143,7 +143,8 @@ class StreamShaper:
         ended early), so the caller sends the error frame instead of a false ``stop``.
         """
         if self.unfinished:
-            raise UpstreamError("The upstream ended the stream before every choice finished.")
+            raise UpstreamError("The upstream ended the stream before every choice finished.",
+                                reason="ended_early")
         if not self.started:
             # Nothing at all was produced: still give the client one role + finish chunk.
             out = [self._finish_chunk(0, "stop", first=True)]
@@ -152,17 +153,20 @@ class StreamShaper:
         else:
             out = []
         if self.include_usage:
-            out.append(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": self.final_usage(),
-                }
-            )
+            out.append(self.usage_chunk())
         return out
+
+    def usage_chunk(self) -> Chunk:
+        """The usage chunk (``choices: []``, ``usage`` from ``final_usage``), sent last before
+        ``[DONE]``, or just before the error frame of a stream that failed mid-way."""
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.final_usage(),
+        }
 
     def _finish_chunk(self, index: int, reason: str, *, first: bool = False) -> Chunk:
         if self.kind == "chat":

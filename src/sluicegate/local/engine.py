@@ -21,9 +21,11 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import ContextLengthError, RateLimitError
+from .cpu import Repack, decide_repack, features_used, load_llama, read_cpu
 
 __all__ = ["Finished", "GenerationParams", "Job", "LocalEngine", "Piece"]
 
@@ -108,8 +110,13 @@ class LocalEngine:
         n_threads: int | None = None,
         max_queue: int = 8,
         default_max_tokens: int = 256,
+        repack: Repack = "auto",
+        cpuinfo: str | Path = "/proc/cpuinfo",
     ) -> None:
         self._model_path = model_path
+        self.cpu = read_cpu(cpuinfo)
+        self.repack = decide_repack(repack, self.cpu)
+        self.features: list[str] = []  # CPU features llama.cpp uses, known once loaded
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.max_queue = max_queue
@@ -128,22 +135,26 @@ class LocalEngine:
     def loaded(self) -> bool:
         return self._llm is not None
 
+    def describe(self) -> dict[str, Any]:
+        """For ``/healthz``: loaded, the CPU model, weight repacking and why, and the CPU
+        features llama.cpp uses (empty until loaded)."""
+        return {"loaded": self.loaded, "cpu": self.cpu.model,
+                "repack": self.repack.use_extra_bufts, "repack_reason": self.repack.reason,
+                "cpu_features": list(self.features)}
+
     def load(self) -> None:
         """Load the model (blocking, seconds). Idempotent and thread-safe."""
         with self._load_lock:
             if self._llm is not None:
                 return
-            from llama_cpp import Llama
-
             path = self._model_path() if callable(self._model_path) else self._model_path
             log.info("loading local model %s", path)
-            self._llm = Llama(
-                model_path=path,
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_batch=512,
-                verbose=False,
-            )
+            self._llm = load_llama(str(path), self.repack, n_ctx=self.n_ctx,
+                                   n_threads=self.n_threads, n_batch=512, verbose=False)
+            self.features = features_used(self.repack)
+            log.info("local model on %s: weight repacking %s (%s); CPU features used: %s",
+                     self.cpu.model, "on" if self.repack.use_extra_bufts else "off",
+                     self.repack.reason, " ".join(self.features) or "none reported")
             self._thread = threading.Thread(target=self._worker, name="sluicegate-local",
                                             daemon=True)
             self._thread.start()

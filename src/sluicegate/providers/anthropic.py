@@ -46,7 +46,7 @@ from ..schemas import ChatRequest
 from ..sse import SSEDecoder
 from .anthropic_request import build_messages_request
 from .base import ChunkStream, Target
-from .http import HTTPProvider, UpstreamStream, retry_after
+from .http import HTTPProvider, UpstreamStream, connection_lost, retry_after
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -109,7 +109,7 @@ def stream_error(payload: dict[str, Any]) -> UpstreamError:
             message = err["message"]
         if isinstance(err.get("type"), str) and err["type"]:
             etype = err["type"]
-    error = UpstreamError(message, code="upstream_error")
+    error = UpstreamError(message, code="upstream_error", reason="reported")
     if etype is not None:
         error.type = etype
     return error
@@ -265,8 +265,9 @@ class AnthropicStream(UpstreamStream):
                 if batch:
                     yield batch
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise UpstreamError(f"The upstream connection was lost mid-stream: {exc}") from exc
-        raise UpstreamError("The upstream ended the stream before message_stop.")
+            raise connection_lost(exc) from exc
+        raise UpstreamError("The upstream ended the stream before message_stop.",
+                            reason="ended_early")
 
     def _translate(self, name: str, payload: dict[str, Any], out: list[Chunk]) -> None:
         """Append the chunks for one event (other than ping, error and message_stop)."""
@@ -352,11 +353,13 @@ class AnthropicProvider(HTTPProvider):
                      headers: Mapping[str, str]) -> UpstreamStatusError:
         return anthropic_status_error(status, body, headers)
 
-    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
+    async def open_chat(self, request: ChatRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
         body = build_messages_request(request, target.upstream_model)
         headers = self.request_headers()
         headers["Accept"] = "text/event-stream"
-        response = await self.open_stream(self.base_url + "/messages", body, headers)
+        response = await self.open_stream(self.base_url + "/messages", body, headers,
+                                          connect_s=connect_s)
         return AnthropicStream(response)
 
     async def list_models(self) -> list[str]:

@@ -55,7 +55,7 @@ class ChunkStream:
         """The error that ends a stream after too many malformed events in a row."""
         return UpstreamError(
             f"The upstream sent {self._malformed_run} malformed events in a row.",
-            code="malformed_stream")
+            code="malformed_stream", reason="malformed")
 
     def well_formed(self) -> None:
         """Reset the run of malformed events (call after a good one)."""
@@ -103,9 +103,14 @@ class Provider(Protocol):
 
     name: str
 
-    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream: ...
+    async def open_chat(self, request: ChatRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
+        """Open a chat stream; ``connect_s`` (s; None: no limit) bounds the TCP connect and
+        TLS handshake of a network upstream (not the wait for its answer)."""
+        ...
 
-    async def open_text(self, request: CompletionRequest, target: Target) -> ChunkStream: ...
+    async def open_text(self, request: CompletionRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream: ...
 
     async def aclose(self) -> None:
         """Release pooled connections or engines at gateway shutdown."""

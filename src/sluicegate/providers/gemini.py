@@ -42,7 +42,7 @@ from ..schemas import ChatRequest
 from ..sse import SSEDecoder
 from .base import ChunkStream, Target
 from .gemini_request import build_request
-from .http import HTTPProvider, UpstreamStream, retry_after
+from .http import HTTPProvider, UpstreamStream, connection_lost, retry_after
 
 __all__ = ["FINISH_REASONS", "GeminiProvider", "GeminiStream", "gemini_status_error"]
 
@@ -117,10 +117,11 @@ def midstream_error(error: Any) -> UpstreamError:
     """The ``UpstreamError`` for a mid-stream ``error`` object (``code``, ``message``,
     ``status``)."""
     if not isinstance(error, dict):
-        return UpstreamError(str(error))
+        return UpstreamError(str(error), reason="reported")
     message = str(error.get("message") or "The upstream reported an error mid-stream.")
     status = error.get("status")
-    err = UpstreamError(message, code=status if isinstance(status, str) else "upstream_error")
+    err = UpstreamError(message, code=status if isinstance(status, str) else "upstream_error",
+                        reason="reported")
     if isinstance(error.get("code"), int):
         err.type = error_type(error["code"])
     return err
@@ -182,7 +183,7 @@ class GeminiStream(UpstreamStream):
                 if batch:
                     yield batch
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise UpstreamError(f"The upstream connection was lost mid-stream: {exc}") from exc
+            raise connection_lost(exc) from exc
         self._done = True  # no terminator in this dialect: the body's end is the end
         if self._usage_meta is not None:
             yield [usage_chunk("chat", _usage(self._usage_meta))]
@@ -273,13 +274,14 @@ class GeminiProvider(HTTPProvider):
                      headers: Mapping[str, str]) -> UpstreamStatusError:
         return gemini_status_error(status, body, headers)
 
-    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
+    async def open_chat(self, request: ChatRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
         """Translate, POST and return the stream. Raises ``InvalidRequestError`` (400) for a
         request Gemini cannot take, and as ``HTTPProvider.open_stream`` before the stream."""
         body = build_request(request)
         model = target.upstream_model.removeprefix("models/")
         url = f"{self.base_url}/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
-        response = await self.open_stream(url, body)
+        response = await self.open_stream(url, body, connect_s=connect_s)
         return GeminiStream(response, candidates=request.n)
 
     async def list_models(self) -> list[str]:

@@ -3,7 +3,9 @@ status errors, and releasing the response.
 
 ``HTTPProvider.open_stream`` raises, before any byte reaches the client:
 
-- ``UpstreamTimeoutError`` (504) when connecting times out (``connect_timeout``, s);
+- ``UpstreamTimeoutError`` (504, code ``connect_timeout``) when the TCP connect and TLS
+  handshake take longer than ``connect_s`` (s). Waiting for the response headers after that is
+  not part of it: it counts against the caller's first-token limit;
 - ``UpstreamError`` (502) when the upstream cannot be reached;
 - ``UpstreamStatusError`` with the upstream's own status for any non-2xx answer. The dialect's
   ``status_error`` reads the error body (at most 64 KiB); ``retry_after`` (s) comes from
@@ -32,7 +34,8 @@ from ..errors import (
 from ..schemas import ChatRequest, CompletionRequest
 from .base import ChunkStream, Target
 
-__all__ = ["HTTPProvider", "UpstreamStream", "openai_status_error", "retry_after"]
+__all__ = ["HTTPProvider", "UpstreamStream", "connection_lost", "openai_status_error",
+           "retry_after"]
 
 MAX_ERROR_BODY = 64 * 1024
 _DRAIN_TIMEOUT_S = 0.5
@@ -81,6 +84,13 @@ def openai_status_error(status: int, body: bytes,
         message = err
     return UpstreamStatusError(status, message, type=etype, code=code, param=param,
                                retry_after=retry_after(headers))
+
+
+def connection_lost(exc: aiohttp.ClientError) -> UpstreamError:
+    """The error for a connection lost mid-body (reason ``connection_lost``); the HTTP library's
+    exception is kept as ``detail`` for the log only."""
+    return UpstreamError("The upstream closed the connection before finishing the answer.",
+                         reason="connection_lost", detail=repr(exc))
 
 
 class UpstreamStream(ChunkStream):
@@ -155,10 +165,12 @@ class HTTPProvider:
 
     # -- the Provider protocol ---------------------------------------------------------------
 
-    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
+    async def open_chat(self, request: ChatRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
         raise NotImplementedError
 
-    async def open_text(self, request: CompletionRequest, target: Target) -> ChunkStream:
+    async def open_text(self, request: CompletionRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
         """Legacy text completions; only the OpenAI dialect has them. Raises
         ``InvalidRequestError`` (400) here."""
         raise InvalidRequestError(
@@ -218,17 +230,25 @@ class HTTPProvider:
         return openai_status_error(status, body, headers)
 
     async def open_stream(self, url: str, body: dict[str, Any],
-                          headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+                          headers: Mapping[str, str] | None = None, *,
+                          connect_s: float | None = 10.0) -> aiohttp.ClientResponse:
         """POST ``body`` as JSON (headers: ``request_headers()`` unless given) and return the
-        2xx response, body unread. Raises as above."""
+        2xx response, body unread. ``connect_s`` (s; None: no limit) bounds the TCP connect and
+        TLS handshake only. Raises as above."""
         if headers is None:
             headers = self.request_headers()
         session = self._get_session()
         try:
+            # sock_connect covers loop.create_connection, TLS handshake included; the wait for
+            # the status line and headers is left to the caller's first-token deadline.
             response = await session.post(url, data=orjson.dumps(body),
-                                          headers={**headers, **self.extra_headers})
+                                          headers={**headers, **self.extra_headers},
+                                          timeout=aiohttp.ClientTimeout(total=None,
+                                                                        sock_connect=connect_s))
         except TimeoutError as exc:
-            raise UpstreamTimeoutError(f"Connecting to the upstream timed out: {exc}") from exc
+            raise UpstreamTimeoutError(
+                f"Could not connect to {self.name} within {connect_s} s.", code="connect_timeout",
+                detail=repr(exc)) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"Cannot reach the upstream: {exc}") from exc
         if not 200 <= response.status < 300:

@@ -61,7 +61,8 @@ class LocalStream(ChunkStream):
             elif isinstance(item, GatewayError):
                 raise item
             else:
-                raise UpstreamError(f"Local generation failed: {item}") from item
+                raise UpstreamError("The local model failed.", reason="local_failed",
+                                    detail=repr(item)) from item
 
     async def aclose(self) -> None:
         self._job.cancel()
@@ -110,12 +111,14 @@ class LocalProvider:
         self.name = name
         self.engine = engine
 
-    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
+    async def open_chat(self, request: ChatRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
         _check_text_only(request)
         prompt = render_chat_prompt(request.messages)
         return await self._open(prompt, _params(request, TURN_STOPS, trim=True), "chat")
 
-    async def open_text(self, request: CompletionRequest, target: Target) -> ChunkStream:
+    async def open_text(self, request: CompletionRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
         return await self._open(request.prompt_text(), _params(request, (), trim=False), "text")
 
     async def _open(self, prompt: str, params: GenerationParams, kind: Kind) -> ChunkStream:

@@ -33,7 +33,7 @@ from ..errors import UpstreamError
 from ..schemas import ChatRequest, CompletionRequest
 from ..sse import SSEDecoder
 from .base import ChunkStream, Target
-from .http import HTTPProvider, UpstreamStream
+from .http import HTTPProvider, UpstreamStream, connection_lost
 
 __all__ = ["OpenAIProvider", "OpenAIStream", "midstream_error"]
 
@@ -84,7 +84,7 @@ class OpenAIStream(UpstreamStream):
                 if batch:
                     yield batch
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise UpstreamError(f"The upstream connection was lost mid-stream: {exc}") from exc
+            raise connection_lost(exc) from exc
 
 
 def midstream_error(error: Any) -> UpstreamError:
@@ -93,11 +93,12 @@ def midstream_error(error: Any) -> UpstreamError:
     if isinstance(error, dict):
         message = str(error.get("message") or "The upstream reported an error mid-stream.")
         code = error.get("code")
-        err = UpstreamError(message, code=str(code) if code is not None else "upstream_error")
+        err = UpstreamError(message, code=str(code) if code is not None else "upstream_error",
+                            reason="reported")
         if isinstance(error.get("type"), str):
             err.type = error["type"]
         return err
-    return UpstreamError(str(error))
+    return UpstreamError(str(error), reason="reported")
 
 
 class OpenAIProvider(HTTPProvider):
@@ -133,13 +134,16 @@ class OpenAIProvider(HTTPProvider):
                 headers["X-Title"] = app
         return headers
 
-    async def open_chat(self, request: ChatRequest, target: Target) -> ChunkStream:
-        return await self._open("/chat/completions", request.raw, target)
+    async def open_chat(self, request: ChatRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
+        return await self._open("/chat/completions", request.raw, target, connect_s)
 
-    async def open_text(self, request: CompletionRequest, target: Target) -> ChunkStream:
-        return await self._open("/completions", request.raw, target)
+    async def open_text(self, request: CompletionRequest, target: Target, *,
+                        connect_s: float | None = 10.0) -> ChunkStream:
+        return await self._open("/completions", request.raw, target, connect_s)
 
-    async def _open(self, path: str, raw: dict[str, Any], target: Target) -> OpenAIStream:
+    async def _open(self, path: str, raw: dict[str, Any], target: Target,
+                    connect_s: float | None) -> OpenAIStream:
         body = dict(raw)
         body["model"] = target.upstream_model
         body["stream"] = True
@@ -150,5 +154,5 @@ class OpenAIProvider(HTTPProvider):
         if not self.openrouter:
             for field in _OPENROUTER_ONLY:
                 body.pop(field, None)
-        response = await self.open_stream(self.base_url + path, body)
+        response = await self.open_stream(self.base_url + path, body, connect_s=connect_s)
         return OpenAIStream(response)
