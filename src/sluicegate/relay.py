@@ -28,15 +28,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
+from .accounting import Accounted, account
 from .accumulate import Accumulator
 from .chunks import Chunk
 from .errors import GatewayError, UpstreamTimeoutError, explain_midstream
 from .failover import Opened, open_first_content, opener
+from .metrics import Metrics
 from .policy import Policy
 from .providers.base import ChunkStream, Target
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request
@@ -45,13 +46,9 @@ from .sse import DONE, KEEP_ALIVE
 from .tokens import counter_for
 from .watchdog import Watchdog
 
-if TYPE_CHECKING:
-    from .server import Gateway
-
 __all__ = ["SSE_HEADERS", "Run", "shaper_for"]
 
 log = logging.getLogger("sluicegate.server")
-usage_log = logging.getLogger("sluicegate.usage")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -80,11 +77,13 @@ def shaper_for(req: ChatRequest | CompletionRequest, chain: Chain) -> StreamShap
 
 
 class Run:
-    """The state of one request. ``serve(stream=...)`` returns the response."""
+    """The state of one request. ``serve(stream=...)`` returns the response; the run counts
+    itself in ``metrics`` (in flight while it serves) and accounts its usage once at the end
+    (``sluicegate.accounting``)."""
 
-    def __init__(self, gateway: Gateway, request: web.Request,
-                 req: ChatRequest | CompletionRequest, policy: Policy, chain: Chain) -> None:
-        self.gateway = gateway
+    def __init__(self, request: web.Request, req: ChatRequest | CompletionRequest,
+                 policy: Policy, chain: Chain, metrics: Metrics | None) -> None:
+        self.metrics = metrics
         self.request = request
         self.req = req
         self.policy = policy
@@ -103,9 +102,8 @@ class Run:
     # -- serving ---------------------------------------------------------------------------
 
     async def serve(self, *, stream: bool) -> web.StreamResponse:
-        metrics = self.gateway.metrics
-        if metrics is not None:
-            metrics.in_flight.inc()
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             if stream:
                 return await self._stream()
@@ -347,7 +345,23 @@ class Run:
         finally:
             if shaper.usage is None and self.streams:
                 shaper.usage = self.streams[-1].partial_usage()
-            self.gateway.account(self, time.perf_counter() - self.started)
+            account(self._accounted(time.perf_counter() - self.started), self.metrics)
+
+    def _accounted(self, duration_s: float) -> Accounted:
+        shaper = self.shaper
+        target = self.target
+        if target is None:  # failed before any attempt opened: charge the first target
+            target = next((t for t in self.chain if isinstance(t, Target)), None)
+        first_at = shaper.first_content_at
+        return Accounted(
+            id=shaper.id, model=shaper.model,
+            provider=target.provider.name if target is not None else "none",
+            upstream_model=target.upstream_model if target is not None else "",
+            outcome=self.outcome, attempts=self.attempts, duration_s=duration_s,
+            ttft_s=None if first_at is None else first_at - self.started,
+            malformed_events=sum(stream.malformed for stream in self.streams),
+            usage=shaper.final_usage(),
+        )
 
 
 def _detail(exc: GatewayError) -> str:

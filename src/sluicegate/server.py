@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,14 +40,11 @@ from .errors import (
     RouteNotFoundError,
 )
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .providers.base import Target
-from .relay import SSE_HEADERS, Run
+from .relay import Run
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 
-__all__ = ["SSE_HEADERS", "Gateway"]
-
-usage_log = logging.getLogger("sluicegate.usage")
+__all__ = ["Gateway"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,7 +65,6 @@ class Gateway:
     def __init__(self, config: GatewayConfig, router: Router | None = None) -> None:
         self.config = config
         self.router = router or Router(config)
-        self.usage_totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.metrics = Metrics() if config.server.metrics else None
         self._api_key = config.server.api_key.encode() if config.server.api_key else None
 
@@ -151,15 +146,15 @@ class Gateway:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         req = parse_chat_request(await self._json(request))
-        return await self._serve(request, req, "chat", stream=req.stream)
+        return await self._serve(request, req, stream=req.stream)
 
     async def chat_stream_alias(self, request: web.Request) -> web.StreamResponse:
         req = parse_chat_request(await self._json(request))
-        return await self._serve(request, req, "chat", stream=True)
+        return await self._serve(request, req, stream=True)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         req = parse_completion_request(await self._json(request))
-        return await self._serve(request, req, "text", stream=req.stream)
+        return await self._serve(request, req, stream=req.stream)
 
     async def _json(self, request: web.Request) -> Any:
         limit = self.config.server.max_body_bytes
@@ -175,57 +170,7 @@ class Gateway:
 
     # -- the streaming path ----------------------------------------------------------------
 
-    async def _serve(
-        self,
-        request: web.Request,
-        req: ChatRequest | CompletionRequest,
-        kind: str,
-        *,
-        stream: bool,
-    ) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, req: ChatRequest | CompletionRequest, *,
+                     stream: bool) -> web.StreamResponse:
         policy, chain = self.router.plan(req)
-        return await Run(self, request, req, policy, chain).serve(stream=stream)
-
-    def account(self, run: Run, duration_s: float) -> None:
-        """Once per request: usage totals, metrics and one structured log line."""
-        shaper = run.shaper
-        usage = shaper.final_usage()
-        target = run.target
-        if target is None:
-            first = next((t for t in run.chain if isinstance(t, Target)), None)
-            provider = first.provider.name if first is not None else "none"
-            upstream_model = first.upstream_model if first is not None else ""
-        else:
-            provider, upstream_model = target.provider.name, target.upstream_model
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        totals = self.usage_totals
-        totals["requests"] += 1
-        totals["prompt_tokens"] += prompt_tokens
-        totals["completion_tokens"] += completion_tokens
-        malformed = sum(stream.malformed for stream in run.streams)
-        if self.metrics is not None:
-            self.metrics.in_flight.dec()
-            first_at = shaper.first_content_at
-            self.metrics.observe(
-                model=shaper.model, provider=provider, outcome=run.outcome,
-                ttft_s=None if first_at is None else first_at - run.started,
-                duration_s=duration_s,
-                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            )
-            if malformed:
-                self.metrics.malformed.labels(provider).inc(malformed)
-        usage_log.info(
-            "usage %s",
-            orjson.dumps({
-                "id": shaper.id,
-                "model": shaper.model,
-                "provider": provider,
-                "upstream_model": upstream_model,
-                "outcome": run.outcome,
-                "attempts": run.attempts,
-                "duration_ms": round(duration_s * 1000, 1),
-                "malformed_events": malformed,
-                "usage": usage,
-            }).decode(),
-        )
+        return await Run(request, req, policy, chain, self.metrics).serve(stream=stream)

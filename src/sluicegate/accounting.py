@@ -1,0 +1,69 @@
+"""Accounting of one finished request: Prometheus metrics and one structured usage log line.
+
+A request is accounted exactly once, whatever its ending (completed, failed, cancelled), by the
+``Run`` that served it (``sluicegate.relay``). The log line goes to the ``sluicegate.usage``
+logger as ``usage {json}`` with ``id``, ``model``, ``provider``, ``upstream_model``,
+``outcome``, ``attempts``, ``duration_ms``, ``malformed_events`` and ``usage`` (the OpenAI usage
+object: ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, and ``"estimated": true``
+when counted by the gateway rather than reported by the upstream).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .metrics import Metrics
+
+__all__ = ["Accounted", "account"]
+
+usage_log = logging.getLogger("sluicegate.usage")
+
+
+@dataclass(frozen=True, slots=True)
+class Accounted:
+    """What one request cost. Durations in s; ``ttft_s`` is None when no content was sent."""
+
+    id: str
+    model: str
+    provider: str
+    upstream_model: str
+    outcome: str
+    attempts: int
+    duration_s: float
+    ttft_s: float | None
+    malformed_events: int
+    usage: dict[str, Any]
+
+
+def account(record: Accounted, metrics: Metrics | None) -> None:
+    """Record ``record`` in ``metrics`` (closing its in-flight stream) and log it."""
+    usage = record.usage
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    completion_tokens = int(usage.get("completion_tokens") or 0)
+    if metrics is not None:
+        metrics.in_flight.dec()
+        metrics.observe(
+            model=record.model, provider=record.provider, outcome=record.outcome,
+            ttft_s=record.ttft_s, duration_s=record.duration_s,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        )
+        if record.malformed_events:
+            metrics.malformed.labels(record.provider).inc(record.malformed_events)
+    usage_log.info(
+        "usage %s",
+        orjson.dumps({
+            "id": record.id,
+            "model": record.model,
+            "provider": record.provider,
+            "upstream_model": record.upstream_model,
+            "outcome": record.outcome,
+            "attempts": record.attempts,
+            "duration_ms": round(record.duration_s * 1000, 1),
+            "malformed_events": record.malformed_events,
+            "usage": usage,
+        }).decode(),
+    )
