@@ -223,7 +223,8 @@ def test_metrics_count_requests_ttft_and_rejections(mock_gateway: Gw,
     list(_client(server).chat.completions.create(model="mock/metrics-test", messages=MESSAGES,
                                                  stream=True))
     httpx.post(server.url + "/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
-    done = ('sluicegate_requests_total{model="mock/metrics-test",outcome="completed",'
+    # Labels are configured names: the deployment "mock/*", never the client's string.
+    done = ('sluicegate_requests_total{deployment="mock/*",outcome="completed",'
             'provider="mock/*"}')
     # Accounting runs in the handler's cleanup, just after the client has read [DONE].
     deadline = time.monotonic() + 5
@@ -237,8 +238,9 @@ def test_metrics_count_requests_ttft_and_rejections(mock_gateway: Gw,
         time.sleep(0.01)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert sample(after, done) == sample(before, done) + 1
-    ttft = 'sluicegate_ttft_seconds_count{model="mock/metrics-test"}'
+    ttft = 'sluicegate_ttft_seconds_count{deployment="mock/*"}'
     assert sample(after, ttft) == sample(before, ttft) + 1
+    assert "metrics-test" not in after
     rejected = 'sluicegate_rejected_requests_total{status="404"}'
     assert sample(after, rejected) == sample(before, rejected) + 1
     assert sample(after, "sluicegate_streams_in_flight") == 0

@@ -2,7 +2,7 @@
 
 A request is accounted exactly once, whatever its ending (completed, failed, cancelled), by the
 ``Run`` that served it (``sluicegate.relay``). The log line goes to the ``sluicegate.usage``
-logger as ``usage {json}`` with ``id``, ``model``, ``provider``, ``upstream_model``,
+logger as ``usage {json}`` with ``id``, ``model``, ``deployment``, ``provider``, ``upstream_model``,
 ``outcome``, ``attempts``, ``duration_ms``, ``malformed_events`` and ``usage`` (the OpenAI usage
 object: ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, and ``"estimated": true``
 when counted by the gateway rather than reported by the upstream).
@@ -28,7 +28,8 @@ class Accounted:
     """What one request cost. Durations in s; ``ttft_s`` is None when no content was sent."""
 
     id: str
-    model: str
+    model: str  # the client's name for it (logged, never a metric label)
+    deployment: str  # the configured deployment's name (the metric label)
     provider: str
     upstream_model: str
     outcome: str
@@ -47,7 +48,7 @@ def account(record: Accounted, metrics: Metrics | None) -> None:
     if metrics is not None:
         metrics.in_flight.dec()
         metrics.observe(
-            model=record.model, provider=record.provider, outcome=record.outcome,
+            deployment=record.deployment, provider=record.provider, outcome=record.outcome,
             ttft_s=record.ttft_s, duration_s=record.duration_s,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         )
@@ -58,6 +59,7 @@ def account(record: Accounted, metrics: Metrics | None) -> None:
         orjson.dumps({
             "id": record.id,
             "model": record.model,
+            "deployment": record.deployment,
             "provider": record.provider,
             "upstream_model": record.upstream_model,
             "outcome": record.outcome,

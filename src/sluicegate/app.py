@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import GatewayConfig
 from .server import Gateway
@@ -15,6 +16,26 @@ from .server import Gateway
 __all__ = ["run_server", "start_server"]
 
 log = logging.getLogger("sluicegate")
+
+
+class _NoRawRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse with the raw bytes in the exception (headers,
+    ``Authorization`` and body included). Keep the fact, drop the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused a malformed HTTP request (%s, status %s)"
+            record.args = (type(exc).__name__, exc.code)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+http_log = logging.getLogger("sluicegate.http")
+"""The HTTP server's own log (aiohttp's ``server_logger`` otherwise), without raw requests."""
+http_log.addFilter(_NoRawRequests())
 
 
 async def start_server(
@@ -26,7 +47,8 @@ async def start_server(
     which is what stops upstream work at once. Port 0 binds a free port.
     """
     gateway = gateway or Gateway(config)
-    runner = web.AppRunner(gateway.build_app(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(gateway.build_app(), handler_cancellation=True, access_log=None,
+                           logger=http_log)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, backlog=2048)
     await site.start()

@@ -22,7 +22,9 @@ YAML shape (every key optional)::
       keepalive_s: 15          # ": keep-alive" comments while waiting for the first token
       max_malformed: 8         # malformed upstream events in a row before the stream fails
       max_buffered_bytes: 262144   # per stream, towards a slow client
-      timeouts: {connect: 10, first_token: 120, stall: 60, total: null}
+      max_models: 8            # longest "models" list a request may send
+      max_attempts: 8          # upstream tries per request over its whole chain
+      timeouts: {connect: 10, first_token: 120, stall: 60, total: 600}
     providers:                 # built-ins: openai, anthropic, gemini, openrouter (see below)
       anthropic:
         base_url: https://api.anthropic.com/v1   # override a built-in's base URL, key, headers

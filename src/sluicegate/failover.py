@@ -182,7 +182,8 @@ async def _attempt(open_fn: OpenFn, target: Target, policy: Policy, attempts: in
 async def open_first_content(open_fn: OpenFn, chain: list[Target | GatewayError],
                              policy: Policy) -> Opened:
     """Try ``chain`` in order (a ``GatewayError`` entry is a fallback that could not be
-    resolved, e.g. its provider has no key, and is skipped). Raises the last failure."""
+    resolved, e.g. its provider has no key, and is skipped), at most ``policy.max_attempts``
+    tries in all. Raises the last failure."""
     attempts = 0
     failure: BaseException | None = None
     usable = [t for t in chain if isinstance(t, Target)]
@@ -190,15 +191,20 @@ async def open_first_content(open_fn: OpenFn, chain: list[Target | GatewayError]
         if isinstance(entry, GatewayError):
             failure = failure or entry
             continue
+        if attempts >= policy.max_attempts:
+            log.warning("request stopped after %d upstream attempts (routing.max_attempts)",
+                        attempts)
+            break
         target = entry
         is_last_target = target is usable[-1]
-        tries = 1 + policy.max_retries
+        tries = min(1 + policy.max_retries, policy.max_attempts - attempts)
         # The first try runs directly: the retry loop costs ~45 µs a request, so it is only
         # built once a try has failed.
         try:
             attempts += 1
             return await _attempt(open_fn, target, policy, attempts,
-                                  last=is_last_target and tries == 1)
+                                  last=(is_last_target and tries == 1)
+                                  or attempts == policy.max_attempts)
         except Exception as exc:
             if not retryable(exc) or isinstance(exc, ModelNotFoundError):
                 raise
@@ -217,7 +223,8 @@ async def open_first_content(open_fn: OpenFn, chain: list[Target | GatewayError]
                     with attempt:
                         attempts += 1
                         tried += 1
-                        last = is_last_target and tried == tries
+                        last = ((is_last_target and tried == tries)
+                                or attempts == policy.max_attempts)
                         return await _attempt(open_fn, target, policy, attempts, last)
             except Exception as exc:
                 if not retryable(exc):

@@ -3,17 +3,21 @@
 Everything is recorded once per request, never per chunk, so metrics cost nothing on the
 streaming hot path:
 
-- ``sluicegate_requests_total{model,provider,outcome}``: outcome is completed, failed,
+- ``sluicegate_requests_total{deployment,provider,outcome}``: outcome is completed, failed,
   cancelled;
-- ``sluicegate_ttft_seconds{model}``: request start to the first content written (s);
-- ``sluicegate_request_duration_seconds{model}``: request start to the end of the response (s);
-- ``sluicegate_tokens_total{model,kind}``: prompt and completion tokens (kind), including
+- ``sluicegate_ttft_seconds{deployment}``: request start to the first content written (s);
+- ``sluicegate_request_duration_seconds{deployment}``: request start to the end of the response
+  (s);
+- ``sluicegate_tokens_total{deployment,kind}``: prompt and completion tokens (kind), including
   estimated counts;
 - ``sluicegate_rejected_requests_total{status}``: error statuses sent before any streaming;
 - ``sluicegate_malformed_events_total{provider}``: upstream events skipped as malformed;
 - ``sluicegate_streams_in_flight``: streams currently open.
 
-Each ``Metrics`` owns its own registry, so several gateways can live in one process (tests).
+Labels take configured names only (``deployment`` is the deployment's ``name`` in the config,
+e.g. ``openai/*`` or ``local/gemma-3-270m``; ``provider`` the provider's), never a client's
+string, so a client cannot add series or read another's model strings. Each ``Metrics`` owns
+its own registry, so several gateways can live in one process (tests).
 """
 
 from __future__ import annotations
@@ -33,19 +37,19 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "sluicegate_requests", "Requests served, by outcome.",
-            ["model", "provider", "outcome"], registry=self.registry,
+            ["deployment", "provider", "outcome"], registry=self.registry,
         )
         self.ttft = Histogram(
-            "sluicegate_ttft_seconds", "Time to first content token (s).", ["model"],
+            "sluicegate_ttft_seconds", "Time to first content token (s).", ["deployment"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.duration = Histogram(
-            "sluicegate_request_duration_seconds", "Request duration (s).", ["model"],
+            "sluicegate_request_duration_seconds", "Request duration (s).", ["deployment"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.tokens = Counter(
             "sluicegate_tokens", "Tokens accounted, by kind (prompt or completion).",
-            ["model", "kind"], registry=self.registry,
+            ["deployment", "kind"], registry=self.registry,
         )
         self.rejected = Counter(
             "sluicegate_rejected_requests", "Requests answered with an error status before "
@@ -62,7 +66,7 @@ class Metrics:
     def observe(
         self,
         *,
-        model: str,
+        deployment: str,
         provider: str,
         outcome: str,
         ttft_s: float | None,
@@ -71,12 +75,12 @@ class Metrics:
         completion_tokens: int,
     ) -> None:
         """Record one finished request (durations in s, counts in tokens)."""
-        self.requests.labels(model, provider, outcome).inc()
+        self.requests.labels(deployment, provider, outcome).inc()
         if ttft_s is not None:
-            self.ttft.labels(model).observe(ttft_s)
-        self.duration.labels(model).observe(duration_s)
-        self.tokens.labels(model, "prompt").inc(prompt_tokens)
-        self.tokens.labels(model, "completion").inc(completion_tokens)
+            self.ttft.labels(deployment).observe(ttft_s)
+        self.duration.labels(deployment).observe(duration_s)
+        self.tokens.labels(deployment, "prompt").inc(prompt_tokens)
+        self.tokens.labels(deployment, "completion").inc(completion_tokens)
 
     def render(self) -> bytes:
         """The exposition text."""

@@ -3,7 +3,9 @@
 Sources, most specific last: the gateway's ``routing`` section, the deployment's own settings
 (``max_retries``, ``timeouts``, ``fallbacks``, ``continuation``), then the request's
 ``timeouts`` object and OpenRouter-style ``models`` list. Every duration is in seconds; a
-timeout of ``None`` (or 0 in an override) means no limit.
+timeout of ``None`` (or 0 in an operator's override) means no limit. A request may only tighten
+the operator's limits, name at most ``routing.max_models`` models, and cause at most
+``routing.max_attempts`` upstream tries over its whole chain.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Timeouts(_Strict):
     connect: float | None = Field(default=10.0, gt=0)
     first_token: float | None = Field(default=120.0, gt=0)
     stall: float | None = Field(default=60.0, gt=0)
-    total: float | None = Field(default=None, gt=0)
+    total: float | None = Field(default=600.0, gt=0)
 
 
 class TimeoutOverrides(_Strict):
@@ -45,11 +47,18 @@ class TimeoutOverrides(_Strict):
     stall: float | None = Field(default=None, ge=0)
     total: float | None = Field(default=None, ge=0)
 
-    def apply(self, base: Timeouts) -> Timeouts:
+    def apply(self, base: Timeouts, *, tighten_only: bool = False) -> Timeouts:
+        """``base`` with these overrides. ``tighten_only`` (a client's request): a limit may
+        only get shorter; 0 (no limit) and longer values keep the operator's limit."""
         values = base.model_dump()
         for key, value in self.model_dump().items():
-            if value is not None:
+            if value is None:
+                continue
+            current = values[key]
+            if not tighten_only or current is None:
                 values[key] = value or None
+            elif value:
+                values[key] = min(value, current)
         return Timeouts.model_validate(values)
 
 
@@ -62,6 +71,8 @@ class RoutingSettings(_Strict):
     keepalive_s: float = Field(default=15.0, gt=0)  # ": keep-alive" while no token yet
     max_malformed: int = Field(default=8, ge=1)  # malformed upstream events in a row
     max_buffered_bytes: int = Field(default=256 * 1024, ge=16 * 1024)  # per stream, to client
+    max_models: int = Field(default=8, ge=1)  # entries of a request's "models" list
+    max_attempts: int = Field(default=8, ge=1)  # upstream tries per request, whole chain
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
 
@@ -77,10 +88,13 @@ class Policy:
     max_malformed: int
     max_buffered_bytes: int
     continuation: bool = False
+    max_attempts: int = 8
 
 
-def request_overrides(raw: dict[str, Any]) -> tuple[TimeoutOverrides | None, list[str]]:
-    """The request's ``timeouts`` object and ``models`` list. Raises ``InvalidRequestError``.
+def request_overrides(raw: dict[str, Any], max_models: int = 8
+                      ) -> tuple[TimeoutOverrides | None, list[str]]:
+    """The request's ``timeouts`` object and ``models`` list. Raises ``InvalidRequestError``
+    (400) for a bad value or a list longer than ``max_models``.
 
     ``models`` follows OpenRouter: the models to try in order; ``model`` is tried first.
     """
@@ -99,4 +113,7 @@ def request_overrides(raw: dict[str, Any]) -> tuple[TimeoutOverrides | None, lis
         return overrides, []
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise InvalidRequestError("'models' must be a list of model names.", param="models")
+    if len(models) > max_models:
+        raise InvalidRequestError(f"'models' may name at most {max_models} models.",
+                                  param="models")
     return overrides, list(models)

@@ -355,6 +355,8 @@ class Run:
         first_at = shaper.first_content_at
         return Accounted(
             id=shaper.id, model=shaper.model,
+            deployment=(target.deployment.name if target is not None
+                        and target.deployment is not None else "none"),
             provider=target.provider.name if target is not None else "none",
             upstream_model=target.upstream_model if target is not None else "",
             outcome=self.outcome, attempts=self.attempts, duration_s=duration_s,

@@ -195,16 +195,16 @@ class Router:
         ``ProviderNotConfiguredError``); a later one that does not is kept as its error and
         skipped. ``InvalidRequestError`` for bad ``timeouts`` / ``models`` fields."""
         primary = self.resolve(req.model)
-        overrides, request_models = request_overrides(req.raw)
+        routing = self.config.routing
+        overrides, request_models = request_overrides(req.raw, routing.max_models)
         if getattr(primary.provider, "dialect", None) == "openrouter":
             request_models = []  # OpenRouter's own fallback list
         deployment = primary.deployment
-        routing = self.config.routing
         timeouts = routing.timeouts
         if deployment is not None and deployment.timeouts is not None:
             timeouts = deployment.timeouts.apply(timeouts)
         if overrides is not None:
-            timeouts = overrides.apply(timeouts)
+            timeouts = overrides.apply(timeouts, tighten_only=True)
         max_retries = routing.max_retries
         if deployment is not None and deployment.max_retries is not None:
             max_retries = deployment.max_retries
@@ -224,6 +224,7 @@ class Router:
             keepalive_s=routing.keepalive_s, max_malformed=routing.max_malformed,
             max_buffered_bytes=routing.max_buffered_bytes,
             continuation=bool(deployment and deployment.continuation),
+            max_attempts=routing.max_attempts,
         )
         return policy, chain
 

@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 
+MAX_MODEL_CHARS = 256
+
+
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -53,7 +56,9 @@ class ChatMessage(_Lenient):
 class _SamplingRequest(_Lenient):
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_MODEL_CHARS, pattern=r"^[!-~]+$")
+    """Printable ASCII without spaces or control characters, at most 256 characters: it
+    becomes part of upstream URLs and headers (``X-Sluicegate-Model``)."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)

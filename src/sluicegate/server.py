@@ -120,7 +120,9 @@ class Gateway:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
-        if not hmac.compare_digest(token.strip().encode(), self._api_key):
+        # Header bytes that are not UTF-8 arrive as surrogates: a wrong key, not a crash.
+        if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"),
+                                   self._api_key):
             raise AuthenticationError("Incorrect API key provided.")
 
     # -- routes ----------------------------------------------------------------------------
@@ -135,7 +137,8 @@ class Gateway:
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         assert self.metrics is not None
-        return web.Response(body=self.metrics.render(),
+        # Rendered off the event loop: streams never wait for a scrape.
+        return web.Response(body=await asyncio.to_thread(self.metrics.render),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, request: web.Request) -> web.Response:

@@ -27,9 +27,14 @@ from typing import Any
 from ..errors import ContextLengthError, RateLimitError
 from .cpu import Repack, decide_repack, features_used, load_llama, read_cpu
 
-__all__ = ["Finished", "GenerationParams", "Job", "LocalEngine", "Piece"]
+__all__ = ["MAX_TOKEN_CHARS", "Finished", "GenerationParams", "Job", "LocalEngine", "Piece"]
 
 log = logging.getLogger("sluicegate.local")
+
+MAX_TOKEN_CHARS = 128
+"""More characters than any one token covers (bytes ≥ characters; Gemma 3's longest token is
+31 bytes), so a prompt of more than ``n_ctx * MAX_TOKEN_CHARS`` characters is over the context
+window without tokenizing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +171,16 @@ class LocalEngine:
 
     def submit(self, prompt: str, params: GenerationParams,
                loop: asyncio.AbstractEventLoop) -> Job:
-        """Admit a job. Raises ``RateLimitError`` (429) or ``ContextLengthError`` (400)."""
+        """Admit a job. Raises ``RateLimitError`` (429) or ``ContextLengthError`` (400).
+
+        Blocking (tokenizing a long prompt takes a while): call it off the event loop. A prompt
+        longer than ``n_ctx * MAX_TOKEN_CHARS`` characters cannot fit and is refused before it
+        is tokenized.
+        """
+        if len(prompt) > self.n_ctx * MAX_TOKEN_CHARS:
+            raise ContextLengthError(
+                f"The prompt is {len(prompt)} characters, more than this model's context window "
+                f"of {self.n_ctx} tokens can hold.", param="messages")
         self.load()
         tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True,
                                                special=False)

@@ -237,11 +237,15 @@ class HTTPProvider:
         TLS handshake only. Raises as above."""
         if headers is None:
             headers = self.request_headers()
+        try:
+            data = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:  # e.g. nested deeper than orjson writes (254)
+            raise InvalidRequestError(f"The request body cannot be sent upstream: {exc}") from None
         session = self._get_session()
         try:
             # sock_connect covers loop.create_connection, TLS handshake included; the wait for
             # the status line and headers is left to the caller's first-token deadline.
-            response = await session.post(url, data=orjson.dumps(body),
+            response = await session.post(url, data=data,
                                           headers={**headers, **self.extra_headers},
                                           timeout=aiohttp.ClientTimeout(total=None,
                                                                         sock_connect=connect_s))

@@ -104,6 +104,11 @@ def _check_text_only(request: ChatRequest) -> None:
                     )
 
 
+def _cancel_admitted(submit: asyncio.Future[Job]) -> None:
+    if not submit.cancelled() and submit.exception() is None:
+        submit.result().cancel()
+
+
 class LocalProvider:
     """Serves one ``LocalEngine`` (provider name ``local``)."""
 
@@ -125,7 +130,15 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         if not self.engine.loaded:
             await asyncio.to_thread(self.engine.load)
-        job = self.engine.submit(prompt, params, loop)
+        # Tokenizing runs in a thread: a long prompt must not stall every other stream. If the
+        # client leaves meanwhile, the job admitted after all is cancelled at once.
+        submit = asyncio.ensure_future(
+            asyncio.to_thread(self.engine.submit, prompt, params, loop))
+        try:
+            job = await asyncio.shield(submit)
+        except asyncio.CancelledError:
+            submit.add_done_callback(_cancel_admitted)
+            raise
         return LocalStream(job, kind)
 
     async def aclose(self) -> None:

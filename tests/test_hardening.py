@@ -1,0 +1,200 @@
+"""One client must not freeze the gateway, leak a secret or escape the operator's limits.
+
+Each test is a hostile case against the gateway on loopback; the fake upstream is the shared
+OpenAI-dialect one. Cases on upstreams that misbehave live beside the dialects they abuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from sluicegate.config import GatewayConfig
+from sluicegate.policy import TimeoutOverrides, Timeouts
+from sluicegate.router import Router
+from sluicegate.schemas import parse_chat_request
+from sluicegate.server import Gateway
+
+from .conftest import MASTER_KEY
+from .fakes import FakeOpenAIUpstream, ServerThread
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _chat(server: ServerThread, body: dict[str, object], **headers: str) -> httpx.Response:
+    return httpx.post(server.url + "/v1/chat/completions", json=body, headers=headers,
+                      timeout=30)
+
+
+# -- model names and metrics ------------------------------------------------------------------
+
+
+def test_client_model_strings_never_become_metric_labels(gw: ServerThread,
+                                                         fake: FakeOpenAIUpstream) -> None:
+    def series() -> set[str]:
+        # Accounting runs just after [DONE]: wait until every request is counted.
+        deadline = time.monotonic() + 5
+        while True:
+            text = httpx.get(gw.url + "/metrics").text
+            if "sluicegate_streams_in_flight 0.0" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert "unique-" not in text, "a client's model string became a label"
+        return {line.split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+
+    assert _chat(gw, {"model": "mock/first", "messages": MESSAGES}).status_code == 200
+    before = series()
+    for i in range(40):
+        r = _chat(gw, {"model": f"mock/unique-{i}-{'x' * 200}", "messages": MESSAGES})
+        assert r.status_code == 200
+    assert series() == before, "40 new model names added series"
+
+
+@pytest.mark.parametrize("model", ["mock/a\r\nX-Injected: 1", "mock/a\x00b", "mock/a b",
+                                   "mock/" + "m" * 300, "mock/ü"])
+def test_model_names_have_a_length_and_charset_limit(gw: ServerThread, model: str) -> None:
+    for stream in (False, True):
+        r = _chat(gw, {"model": model, "messages": MESSAGES, "stream": stream})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "model"
+
+
+# -- the embedded model's prompt ----------------------------------------------------------------
+
+
+def test_a_huge_prompt_to_the_embedded_model_is_refused_without_stalling_others(
+        local_gateway: tuple[ServerThread, Gateway]) -> None:
+    server, _ = local_gateway
+    huge = "word " * 600_000  # 3 MB: far beyond any context window, under the body limit
+    stalls: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            httpx.get(server.url + "/healthz", timeout=10)
+            stalls.append(time.monotonic() - started)
+            time.sleep(0.01)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        for prompt in (huge, "word " * 50_000):  # refused unread; tokenized in a thread
+            r = _chat(server, {"model": "default", "stream": True,
+                               "messages": [{"role": "user", "content": prompt}]})
+            assert r.status_code == 400
+            assert r.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        done.set()
+        prober.join(10)
+    assert stalls and max(stalls) < 0.5, f"/healthz waited {max(stalls):.2f} s"
+
+
+# -- per-request limits only tighten -----------------------------------------------------------
+
+
+def test_request_timeouts_may_only_tighten() -> None:
+    base = Timeouts(connect=10, first_token=120, stall=60, total=600)
+    loosened = TimeoutOverrides(stall=0, total=0, first_token=900).apply(base, tighten_only=True)
+    assert loosened == base
+    tightened = TimeoutOverrides(stall=5, total=30).apply(base, tighten_only=True)
+    assert (tightened.stall, tightened.total) == (5, 30)
+    unlimited = Timeouts(total=None)
+    assert TimeoutOverrides(total=30).apply(unlimited, tighten_only=True).total == 30
+    # The operator's own overrides (deployments) may still remove a limit.
+    assert TimeoutOverrides(total=0).apply(base).total is None
+
+
+def test_a_request_cannot_loosen_the_operator_limits_through_the_router() -> None:
+    config = GatewayConfig.model_validate({"embedded_model": False, "models": [
+        {"name": "m", "provider": "openai", "base_url": "http://127.0.0.1:9/v1"}]})
+    policy, _ = Router(config).plan(parse_chat_request(
+        {"model": "m", "messages": MESSAGES, "timeouts": {"stall": 0, "total": 0}}))
+    assert policy.timeouts.stall == 60 and policy.timeouts.total == 600
+
+
+def test_models_list_is_capped(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES,
+                   "models": [f"mock/m{i}" for i in range(9)]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "models"
+    assert not fake.received, "nothing was sent upstream"
+    ok = _chat(gw, {"model": "mock/a", "messages": MESSAGES,
+                    "models": [f"mock/m{i}" for i in range(8)]})
+    assert ok.status_code == 200
+
+
+# -- bad bytes -------------------------------------------------------------------------------
+
+
+def _raw(server: ServerThread, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        out = b""
+        while b"\r\n\r\n" not in out:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            out += piece
+        return out
+
+
+def test_a_malformed_http_request_never_logs_its_credentials(
+        keyed_gateway: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
+    body = b'{"model": "mock/a", "messages": []}'
+    with caplog.at_level(logging.DEBUG):
+        out = _raw(keyed_gateway, b"POST /v1/chat/completions HTTP/1.1\nHost: x\n"
+                   b"Authorization: Bearer " + MASTER_KEY.encode() + b"\nContent-Length: "
+                   + str(len(body)).encode() + b"\n\n" + body)
+    assert out.startswith(b"HTTP/1.0 400") or out.startswith(b"HTTP/1.1 400"), out[:100]
+    logged = "\n".join(caplog.text.splitlines() + [r.getMessage() for r in caplog.records])
+    assert MASTER_KEY not in logged
+    assert any("malformed HTTP request" in r.getMessage() for r in caplog.records)
+
+
+def test_non_utf8_authorization_is_a_401(keyed_gateway: ServerThread) -> None:
+    out = _raw(keyed_gateway, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: Bearer \xff\xfe\x80\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 401"), out[:200]
+
+
+def test_deeply_nested_pass_through_field_is_a_400(gw: ServerThread,
+                                                   fake: FakeOpenAIUpstream) -> None:
+    nested: object = 1
+    for _ in range(300):  # orjson reads up to 1024 levels but writes only 254
+        nested = [nested]
+    for stream in (False, True):
+        r = _chat(gw, {"model": "mock/a", "messages": MESSAGES, "metadata": nested,
+                       "stream": stream})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_attempts_per_request_are_capped_over_the_whole_chain(fake: FakeOpenAIUpstream) -> None:
+    """Eight failing fallbacks with two retries each would be 24 upstream calls; the cap
+    (3 here) stops the request there."""
+    from .conftest import MOCK_KEY, MOCK_KEY_ENV
+    from .fakes import Script, start_gateway
+
+    config = GatewayConfig.model_validate({
+        "embedded_model": False,
+        "routing": {"max_retries": 2, "retry_initial_s": 0.01, "retry_max_wait_s": 0.05,
+                    "max_attempts": 3},
+        "models": [{"name": "mock/*", "provider": "openai", "base_url": fake.base_url,
+                    "api_key_env": MOCK_KEY_ENV}]})
+    fake.script = Script(status=503)
+    mp = pytest.MonkeyPatch()
+    mp.setenv(MOCK_KEY_ENV, MOCK_KEY)
+    server, _ = start_gateway(config)
+    try:
+        r = _chat(server, {"model": "mock/a", "messages": MESSAGES,
+                           "models": [f"mock/f{i}" for i in range(8)]})
+    finally:
+        server.stop()
+        mp.undo()
+    assert r.status_code == 503
+    assert len(fake.received) == 3
