@@ -70,6 +70,13 @@ async def test_status_errors_async(target: tuple[str, str], fake: FakeOpenAIUpst
     base_url, model = target
     fake.queue = [Script(status=401, error_body=ERROR_BODY)]
     async with AsyncClient(base_url, max_retries=0) as client:
+        if "mock" in model:
+            # Through the gateway, an upstream 401 is the gateway's credentials failing: 502.
+            with pytest.raises(InternalServerError) as gateway_info:
+                await client.chat.stream(model=model, messages=MESSAGES).recv()
+            assert gateway_info.value.status_code == 502
+            assert "refused the gateway's credentials" in gateway_info.value.message
+            return
         with pytest.raises(AuthenticationError) as info:
             await client.chat.stream(model=model, messages=MESSAGES).recv()
         assert info.value.status_code == 401

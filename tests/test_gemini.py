@@ -324,6 +324,12 @@ def test_status_error_types(gw: ServerThread, gfake: FakeGeminiUpstream, status:
         "error": {"code": status, "message": "nope", "status": gstatus}})
     r = httpx.post(gw.url + "/v1/chat/completions",
                    json={"model": MODEL, "messages": MESSAGES, "stream": True})
+    if status == 403:  # the gateway's own key refused upstream: not the client's to fix
+        assert r.status_code == 502
+        assert r.json()["error"] == {
+            "message": "The upstream (gemini) refused the gateway's credentials (HTTP 403).",
+            "type": "server_error", "param": None, "code": "upstream_error"}
+        return
     assert r.status_code == status
     assert r.json()["error"] == {"message": "nope", "type": etype, "param": None,
                                  "code": gstatus}

@@ -20,8 +20,8 @@ from sluicegate.router import Router
 from sluicegate.schemas import parse_chat_request
 from sluicegate.server import Gateway
 
-from .conftest import MASTER_KEY
-from .fakes import FakeOpenAIUpstream, ServerThread
+from .conftest import MASTER_KEY, MOCK_KEY, MOCK_KEY_ENV
+from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port, start_gateway
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -177,9 +177,6 @@ def test_deeply_nested_pass_through_field_is_a_400(gw: ServerThread,
 def test_attempts_per_request_are_capped_over_the_whole_chain(fake: FakeOpenAIUpstream) -> None:
     """Eight failing fallbacks with two retries each would be 24 upstream calls; the cap
     (3 here) stops the request there."""
-    from .conftest import MOCK_KEY, MOCK_KEY_ENV
-    from .fakes import Script, start_gateway
-
     config = GatewayConfig.model_validate({
         "embedded_model": False,
         "routing": {"max_retries": 2, "retry_initial_s": 0.01, "retry_max_wait_s": 0.05,
@@ -198,3 +195,65 @@ def test_attempts_per_request_are_capped_over_the_whole_chain(fake: FakeOpenAIUp
         mp.undo()
     assert r.status_code == 503
     assert len(fake.received) == 3
+
+
+# -- upstreams are untrusted -------------------------------------------------------------------
+
+
+def test_upstream_redirects_are_not_followed(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
+    fake.script = Script(status=307, error_headers={"Location": fake.base_url + "/completions"})
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES, "stream": True})
+    assert r.status_code == 502
+    assert r.json()["error"]["message"] == (
+        "The upstream (mock/*) answered with a redirect (HTTP 307), which is not followed.")
+    assert [x.path for x in fake.received] == ["/v1/chat/completions"], "sent nowhere else"
+
+
+@pytest.mark.parametrize("status", [302, 999])
+def test_odd_upstream_statuses_become_502(gw: ServerThread, fake: FakeOpenAIUpstream,
+                                          status: int) -> None:
+    fake.script = Script(status=status)
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES})
+    assert r.status_code == 502
+    assert str(status) in r.json()["error"]["message"]
+
+
+def test_configured_secrets_never_reach_clients_or_logs(
+        gw: ServerThread, fake: FakeOpenAIUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    echo = f"Incorrect API key provided: Bearer {MOCK_KEY}"
+    caplog.set_level(logging.DEBUG)
+    fake.queue = [Script(status=401, error_body={"error": {"message": echo}}),
+                  Script(status=400, error_body={"error": {"message": echo, "type": "x"}}),
+                  Script(raw_chunks=[
+                      {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
+                                    "finish_reason": None}]},
+                      {"error": {"message": echo, "code": "oops"}, "choices": []}])]
+    seen = [_chat(gw, {"model": "mock/a", "messages": MESSAGES, "stream": True})
+            for _ in range(3)]
+    assert [r.status_code for r in seen] == [502, 400, 200]
+    # 401 upstream: a generic 502, the upstream's words logged (scrubbed).
+    assert "credentials" in seen[0].json()["error"]["message"]
+    assert seen[1].json()["error"]["message"] == "Incorrect API key provided: Bearer [redacted]"
+    assert b"Bearer [redacted]" in seen[2].content
+    for r in seen:
+        assert MOCK_KEY not in r.text
+    logged = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    assert "[redacted]" in logged
+    assert MOCK_KEY not in logged
+
+
+def test_unreachable_upstream_message_names_the_provider_not_its_address(
+        fake: FakeOpenAIUpstream) -> None:
+    dead = free_port()
+    config = GatewayConfig.model_validate({
+        "embedded_model": False, "routing": {"max_retries": 0},
+        "models": [{"name": "dead", "provider": "openai",
+                    "base_url": f"http://127.0.0.1:{dead}/v1"}]})
+    server, _ = start_gateway(config)
+    try:
+        r = _chat(server, {"model": "dead", "messages": MESSAGES})
+    finally:
+        server.stop()
+    assert r.status_code == 502
+    assert r.json()["error"]["message"] == "Cannot reach the upstream (dead)."
+    assert str(dead) not in r.text

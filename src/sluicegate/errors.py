@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from .redact import scrub
+
 
 class GatewayError(Exception):
     """Base of every error the gateway reports to a client."""
@@ -161,9 +163,10 @@ class UpstreamError(GatewayError):
         reason: Reason | None = None,
         detail: str | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code, status=status)
+        # Upstream text is untrusted: no configured secret survives into a message or a log.
+        super().__init__(scrub(message), param=param, code=code, status=status)
         self.reason: Reason | None = reason
-        self.detail = detail
+        self.detail = scrub(detail) if detail else detail
 
 
 class UpstreamStatusError(UpstreamError):
@@ -238,6 +241,6 @@ def explain_midstream(exc: GatewayError, provider: str, tokens: int,
         message = f"The local model ({provider}) failed after {after}."
     else:
         message = f"{who} failed after {after}: {exc.message}"
-    if isinstance(exc, UpstreamError):
+    if isinstance(exc, UpstreamError) and reason != "reported":  # else the message has it
         exc.detail = exc.detail or exc.message
     exc.message = message

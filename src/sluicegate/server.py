@@ -40,6 +40,7 @@ from .errors import (
     RouteNotFoundError,
 )
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .redact import register_value
 from .relay import Run
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
@@ -67,6 +68,7 @@ class Gateway:
         self.router = router or Router(config)
         self.metrics = Metrics() if config.server.metrics else None
         self._api_key = config.server.api_key.encode() if config.server.api_key else None
+        register_value(config.server.api_key)
 
     # -- application -----------------------------------------------------------------------
 

@@ -7,9 +7,12 @@ status errors, and releasing the response.
   handshake take longer than ``connect_s`` (s). Waiting for the response headers after that is
   not part of it: it counts against the caller's first-token limit;
 - ``UpstreamError`` (502) when the upstream cannot be reached;
-- ``UpstreamStatusError`` with the upstream's own status for any non-2xx answer. The dialect's
+- ``UpstreamStatusError`` with the upstream's own status for a 4xx/5xx answer. The dialect's
   ``status_error`` reads the error body (at most 64 KiB); ``retry_after`` (s) comes from
-  ``retry-after-ms`` or ``retry-after`` (WIRE.md §7).
+  ``retry-after-ms`` or ``retry-after`` (WIRE.md §7). Redirects are not followed; a 3xx, a
+  status outside 400-599, and 401/403 (the gateway's own key refused) become a 502 with a
+  generic message, the upstream's text logged only. Every configured secret is scrubbed from
+  upstream text (``sluicegate.redact``).
 
 ``UpstreamStream.aclose`` returns a finished body's connection to the pool and closes the socket
 of anything unfinished, so the upstream sees a client disconnect at once and stops generating.
@@ -18,6 +21,7 @@ of anything unfinished, so the upstream sees a client disconnect at once and sto
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,11 +35,14 @@ from ..errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from ..redact import register_env
 from ..schemas import ChatRequest, CompletionRequest
 from .base import ChunkStream, Target
 
 __all__ = ["HTTPProvider", "UpstreamStream", "connection_lost", "openai_status_error",
            "retry_after"]
+
+log = logging.getLogger("sluicegate.providers")
 
 MAX_ERROR_BODY = 64 * 1024
 _DRAIN_TIMEOUT_S = 0.5
@@ -140,6 +147,7 @@ class HTTPProvider:
         if isinstance(api_key_env, str):
             api_key_env = (api_key_env,)
         self.api_key_envs: tuple[str, ...] = tuple(api_key_env or ())
+        register_env(*self.api_key_envs)
         self.extra_headers = dict(headers or {})
         self.connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -210,15 +218,16 @@ class HTTPProvider:
         session = self._get_session()
         try:
             async with session.get(url, headers={**self.request_headers(), **self.extra_headers},
-                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                                   timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                   allow_redirects=False) as response:
                 body = await response.read()
                 if not 200 <= response.status < 300:
-                    raise self.status_error(response.status, body[:MAX_ERROR_BODY],
-                                            response.headers)
+                    raise self._refused(response.status, body[:MAX_ERROR_BODY],
+                                        response.headers)
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"The upstream did not answer in {timeout_s} s.") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"Cannot reach the upstream: {exc}") from exc
+            raise self._unreachable(exc) from exc
         parsed = _loads_or_none(body)
         if parsed is None:
             raise UpstreamError("The upstream answered a body that is not JSON.")
@@ -245,16 +254,18 @@ class HTTPProvider:
         try:
             # sock_connect covers loop.create_connection, TLS handshake included; the wait for
             # the status line and headers is left to the caller's first-token deadline.
+            # Redirects are not followed: a 307 would re-send the whole prompt elsewhere.
             response = await session.post(url, data=data,
                                           headers={**headers, **self.extra_headers},
                                           timeout=aiohttp.ClientTimeout(total=None,
-                                                                        sock_connect=connect_s))
+                                                                        sock_connect=connect_s),
+                                          allow_redirects=False)
         except TimeoutError as exc:
             raise UpstreamTimeoutError(
                 f"Could not connect to {self.name} within {connect_s} s.", code="connect_timeout",
                 detail=repr(exc)) from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"Cannot reach the upstream: {exc}") from exc
+            raise self._unreachable(exc) from exc
         if not 200 <= response.status < 300:
             try:
                 raw_body = await response.content.read(MAX_ERROR_BODY)
@@ -262,8 +273,34 @@ class HTTPProvider:
                 raw_body = b""
             finally:
                 response.close()
-            raise self.status_error(response.status, raw_body, response.headers)
+            raise self._refused(response.status, raw_body, response.headers)
         return response
+
+    def _unreachable(self, exc: aiohttp.ClientError) -> UpstreamError:
+        """A connection failure, named by provider: addresses and library reprs stay in the
+        log detail, not in the client's message."""
+        return UpstreamError(f"Cannot reach the upstream ({self.name}).", detail=repr(exc))
+
+    def _refused(self, status: int, body: bytes,
+                 headers: Mapping[str, str]) -> UpstreamStatusError:
+        """The error for a non-2xx answer. The dialect's ``status_error`` reads it, except:
+
+        - a redirect (3xx), or a status outside 400-599 (101, 999, ...), is a 502;
+        - 401 and 403 are the gateway's own credentials failing upstream, not the client's:
+          a 502 with a generic message (the upstream's text goes to the log only).
+        """
+        if status in (401, 403) or not 400 <= status < 600:
+            error = self.status_error(status, body, headers)
+            if 300 <= status < 400:
+                what = f"answered with a redirect (HTTP {status}), which is not followed"
+            elif status in (401, 403):
+                what = f"refused the gateway's credentials (HTTP {status})"
+            else:
+                what = f"answered an unexpected HTTP status ({status})"
+            log.warning("upstream %s %s: %s", self.name, what, error.message)
+            return UpstreamStatusError(502, f"The upstream ({self.name}) {what}.",
+                                       type="server_error", code="upstream_error")
+        return self.status_error(status, body, headers)
 
     async def aclose(self) -> None:
         if self._session is not None:
