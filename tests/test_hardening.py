@@ -12,6 +12,7 @@ import threading
 import time
 
 import httpx
+import orjson
 import pytest
 
 from sluicegate.config import GatewayConfig
@@ -257,3 +258,38 @@ def test_unreachable_upstream_message_names_the_provider_not_its_address(
     assert r.status_code == 502
     assert r.json()["error"]["message"] == "Cannot reach the upstream (dead)."
     assert str(dead) not in r.text
+
+
+ROLE = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+TEXT = {"index": 0, "delta": {"content": "ok"}, "finish_reason": None}
+
+
+@pytest.mark.parametrize("bad", [
+    {"choices": [{"index": 0, "finish_reason": None}]},  # no delta
+    {"choices": [{"index": [0], "delta": {"content": "x"}, "finish_reason": None}]},
+    {"choices": [1]},
+    {"choices": [{"index": 0, "delta": "text", "finish_reason": None}]},
+], ids=["no-delta", "list-index", "int-choice", "string-delta"])
+def test_malformed_chunk_shapes_end_with_the_error_frame(gw: ServerThread,
+                                                          fake: FakeOpenAIUpstream,
+                                                          bad: dict[str, object]) -> None:
+    fake.script = Script(raw_chunks=[{"choices": [ROLE]}, {"choices": [TEXT]}, bad,
+                                     {"choices": [TEXT]}])
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES, "stream": True})
+    assert r.status_code == 200
+    events = [e for e in r.content.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    frame = orjson.loads(events[-2][6:])
+    assert frame["error"]["code"] == "malformed_stream"
+    assert "unexpected shape" in frame["error"]["message"]
+    plain = _chat(gw, {"model": "mock/a", "messages": MESSAGES})
+    assert plain.status_code == 502
+    assert plain.json()["error"]["code"] == "malformed_stream"
+
+
+def test_a_bad_first_chunk_shape_is_a_502_before_streaming(gw: ServerThread,
+                                                           fake: FakeOpenAIUpstream) -> None:
+    fake.script = Script(raw_chunks=[{"choices": [1]}])
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES, "stream": True})
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "malformed_stream"

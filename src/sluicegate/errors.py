@@ -136,8 +136,8 @@ class RateLimitError(GatewayError):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
-Reason = Literal["connection_lost", "ended_early", "malformed", "reported", "stall", "total",
-                 "local_failed"]
+Reason = Literal["connection_lost", "ended_early", "malformed", "bad_shape", "reported",
+                 "stall", "total", "local_failed"]
 """What went wrong mid-stream, for the message the client reads (``relay.explain``)."""
 
 
@@ -205,6 +205,13 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
+def bad_shape(exc: Exception) -> UpstreamError:
+    """The error for an upstream chunk the gateway could not read (``exc``: the ``KeyError``,
+    ``TypeError`` or ``AttributeError`` it raised), code ``malformed_stream``."""
+    return UpstreamError("The upstream sent a chunk of an unexpected shape.",
+                         code="malformed_stream", reason="bad_shape", detail=repr(exc))
+
+
 def _tokens(n: int) -> str:
     return f"{n} token" if n == 1 else f"{n} tokens"
 
@@ -230,6 +237,9 @@ def explain_midstream(exc: GatewayError, provider: str, tokens: int,
     elif reason == "malformed":
         message = (f"{who} sent too many malformed events in a row after {after}; the stream "
                    "was stopped.")
+    elif reason == "bad_shape":
+        message = (f"{who} sent a chunk of an unexpected shape after {after}; the stream was "
+                   "stopped.")
     elif reason == "reported":
         message = f"{who} reported an error after {after}: {exc.message}"
     elif reason == "stall":

@@ -40,6 +40,7 @@ from .errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
+    bad_shape,
 )
 from .policy import Policy
 from .providers.base import ChunkStream, Target
@@ -165,7 +166,11 @@ async def _attempt(open_fn: OpenFn, target: Target, policy: Policy, attempts: in
                     raise EmptyStreamError(
                         "The upstream ended the stream before any content.") from None
                 pending.append(batch)
-                if any(has_content(chunk) for chunk in batch):
+                try:
+                    found = any(has_content(chunk) for chunk in batch)
+                except (KeyError, TypeError, AttributeError) as exc:  # a chunk's shape is wrong
+                    raise bad_shape(exc) from None
+                if found:
                     return Opened(stream, iterator, pending, target, attempts)
     except TimeoutError:
         if stream is not None:

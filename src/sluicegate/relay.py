@@ -35,7 +35,7 @@ from aiohttp import web
 from .accounting import Accounted, account
 from .accumulate import Accumulator
 from .chunks import Chunk
-from .errors import GatewayError, UpstreamTimeoutError, explain_midstream
+from .errors import GatewayError, UpstreamTimeoutError, bad_shape, explain_midstream
 from .failover import Opened, open_first_content, opener
 from .metrics import Metrics
 from .policy import Policy
@@ -281,6 +281,11 @@ class Run:
                     reason="stall" if stalled else "total")
             except GatewayError as exc:
                 failure = exc
+            except (KeyError, TypeError, AttributeError) as exc:
+                # A chunk of the wrong shape (no delta, a list index, a string delta, more
+                # nesting than JSON output allows): shaping it failed. No per-chunk checks on
+                # the hot path; the stream ends with the error frame instead of being cut.
+                failure = bad_shape(exc)
             next_opened = await self._continuation(opened, failure)
             if next_opened is None:
                 raise failure
