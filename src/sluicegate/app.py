@@ -63,7 +63,8 @@ def run_server(config: GatewayConfig, on_ready: Callable[[int], None] | None = N
     """Serve until SIGINT or SIGTERM, then shut down cleanly (blocking). Uses uvloop."""
 
     async def main() -> None:
-        runner, port = await start_server(config)
+        gateway = Gateway(config)
+        runner, port = await start_server(config, gateway)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,8 +73,12 @@ def run_server(config: GatewayConfig, on_ready: Callable[[int], None] | None = N
             on_ready(port)
         try:
             await stop.wait()
+            # No new connections; live streams get the grace period, then the error frame.
+            for site in list(runner.sites):
+                await site.stop()
+            await gateway.shutdown(config.server.shutdown_grace_s)
         finally:
-            # Closes open streams (upstream connections, local jobs) and the providers.
+            # Closes what is left (upstream connections, local jobs) and the providers.
             await runner.cleanup()
 
     try:

@@ -8,6 +8,7 @@ YAML shape (every key optional)::
       api_key: null            # master key; env SLUICEGATE_API_KEY overrides
       max_body_bytes: 4194304  # request bodies over this get 413
       metrics: true            # GET /metrics (Prometheus)
+      shutdown_grace_s: 10     # on SIGTERM/SIGINT: time live streams get to finish (s)
     local:
       preload: true            # load the embedded model at start-up (false: on first use)
       max_queue: 8             # requests waiting for the local engine; beyond: 429
@@ -113,6 +114,7 @@ class ServerSettings(_Strict):
     api_key: str | None = None
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     metrics: bool = True
+    shutdown_grace_s: float = Field(default=10.0, ge=0)  # live requests' time to finish
 
 
 class LocalSettings(_Strict):

@@ -12,6 +12,7 @@
     ├── MethodNotAllowedError         405 invalid_request_error
     ├── PayloadTooLargeError          413 invalid_request_error, code=request_too_large
     ├── RateLimitError                429 rate_limit_exceeded (carries retry_after in s)
+    ├── ShuttingDownError             503 code=shutting_down (the shutdown grace ran out)
     └── UpstreamError                 502 upstream_error (connect or protocol faults)
         ├── UpstreamStatusError       the upstream's own status (4xx/5xx) and error body
         └── UpstreamTimeoutError      504 timeout
@@ -139,6 +140,14 @@ class RateLimitError(GatewayError):
 Reason = Literal["connection_lost", "ended_early", "malformed", "bad_shape", "reported",
                  "stall", "total", "local_failed"]
 """What went wrong mid-stream, for the message the client reads (``relay.explain``)."""
+
+
+class ShuttingDownError(GatewayError):
+    """The gateway is shutting down and its grace period for live requests ran out."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
 
 
 class UpstreamError(GatewayError):

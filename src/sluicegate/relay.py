@@ -35,7 +35,13 @@ from aiohttp import web
 from .accounting import Accounted, account
 from .accumulate import Accumulator
 from .chunks import Chunk
-from .errors import GatewayError, UpstreamTimeoutError, bad_shape, explain_midstream
+from .errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    bad_shape,
+    explain_midstream,
+)
 from .failover import Opened, open_first_content, opener
 from .metrics import Metrics
 from .policy import Policy
@@ -95,6 +101,9 @@ class Run:
         self.target: Target | None = None
         self.attempts = 0
         self.streams: list[ChunkStream] = []
+        self.response: web.StreamResponse | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._abort: GatewayError | None = None
         loop = asyncio.get_running_loop()
         total = policy.timeouts.total
         self.deadline = None if total is None else loop.time() + total
@@ -104,15 +113,33 @@ class Run:
     async def serve(self, *, stream: bool) -> web.StreamResponse:
         if self.metrics is not None:
             self.metrics.in_flight.inc()
+        self._task = asyncio.current_task()
         try:
             if stream:
                 return await self._stream()
             return await self._complete()
         except asyncio.CancelledError:
+            task = self._task
+            if self._abort is not None and task is not None and task.uncancel() == 0:
+                return await self._aborted(self._abort)
             self.outcome = "cancelled"  # the client disconnected
             raise
         finally:
             await self._finish()
+
+    def abort(self, error: GatewayError) -> None:
+        """End this request now with ``error`` (e.g. the gateway shutting down): a stream that
+        started gets the error frame and ``[DONE]``, anything else the error's status."""
+        if self._abort is None and self._task is not None and not self._task.done():
+            self._abort = error
+            self._task.cancel()
+
+    async def _aborted(self, error: GatewayError) -> web.StreamResponse:
+        response = self.response
+        if response is None or not response.prepared:
+            raise error  # nothing sent yet: a real status
+        await self._end_with_error(response, error)
+        return response
 
     async def _open(self, chain: Chain, req: ChatRequest | CompletionRequest) -> Opened:
         try:
@@ -141,7 +168,7 @@ class Run:
             await asyncio.sleep(self.policy.keepalive_s)
 
     async def _stream(self) -> web.StreamResponse:
-        response = web.StreamResponse(headers=SSE_HEADERS)
+        response = self.response = web.StreamResponse(headers=SSE_HEADERS)
         # A timer, not a task, until a keep-alive is due: most streams start well before it,
         # and a task per request would cost a loop turn on the way to the first token.
         keepalive: list[asyncio.Task[None]] = []
@@ -189,7 +216,8 @@ class Run:
         self.outcome = "failed"
         out = b""
         if self.shaper.started:
-            self._explain(exc)
+            if isinstance(exc, UpstreamError):
+                self._explain(exc)
             if self.shaper.include_usage:
                 out = _frame(self.shaper.usage_chunk())
         log.warning("stream failed after headers: %s%s", exc.message, _detail(exc))

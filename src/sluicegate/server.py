@@ -23,7 +23,9 @@ local generation cancelled).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +40,7 @@ from .errors import (
     MethodNotAllowedError,
     PayloadTooLargeError,
     RouteNotFoundError,
+    ShuttingDownError,
 )
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .redact import register_value
@@ -46,6 +49,8 @@ from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 
 __all__ = ["Gateway"]
+
+log = logging.getLogger("sluicegate.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,6 +74,8 @@ class Gateway:
         self.metrics = Metrics() if config.server.metrics else None
         self._api_key = config.server.api_key.encode() if config.server.api_key else None
         register_value(config.server.api_key)
+        self.runs: set[Run] = set()  # requests being served
+        self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
 
     # -- application -----------------------------------------------------------------------
 
@@ -178,4 +185,34 @@ class Gateway:
     async def _serve(self, request: web.Request, req: ChatRequest | CompletionRequest, *,
                      stream: bool) -> web.StreamResponse:
         policy, chain = self.router.plan(req)
-        return await Run(request, req, policy, chain, self.metrics).serve(stream=stream)
+        run = Run(request, req, policy, chain, self.metrics)
+        self.runs.add(run)
+        try:
+            return await run.serve(stream=stream)
+        finally:
+            self.runs.discard(run)
+            if not self.runs and self._idle is not None:
+                self._idle.set()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Let live requests finish for up to ``grace_s`` (s), then end the rest: a started
+        stream gets the error frame (``code: "shutting_down"``) and ``[DONE]``, a request not
+        yet answered a 503. Returns once every request has ended (bounded: 5 s more)."""
+        if await self._idle_within(grace_s):
+            return
+        log.warning("shutting down: ending %d live request(s) after the %s s grace",
+                    len(self.runs), grace_s)
+        for run in list(self.runs):
+            run.abort(ShuttingDownError(
+                f"The gateway is shutting down; the request was stopped after the {grace_s:g} s "
+                "grace period."))
+        await self._idle_within(5.0)
+
+    async def _idle_within(self, timeout_s: float) -> bool:
+        """Wait until no request is live, at most ``timeout_s`` (s); True if none is."""
+        self._idle = asyncio.Event()
+        if self.runs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._idle.wait()
+        return not self.runs
