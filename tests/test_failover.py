@@ -560,8 +560,10 @@ def test_slow_client_is_bounded_then_cut_off(server: ServerThread,
         buffered = record.args[1] if isinstance(record.args, tuple) else None
         assert isinstance(buffered, int)
         # What the gateway itself held for the client: its cap (64 KiB here), plus what aiohttp
-        # writes before it drains (64 KiB), plus one upstream read (its buffer: 128 KiB).
-        assert buffered <= 64 * 1024 + 64 * 1024 + 128 * 1024
+        # writes before it drains (64 KiB), plus one upstream read (its buffer: 128 KiB) as
+        # shaped for the client, a little longer than read (the gateway's id is longer than the
+        # fake's: +11 bytes on each ~1,100-byte event, so 1% is ample).
+        assert buffered <= 64 * 1024 + 64 * 1024 + int(128 * 1024 * 1.01)
 
 
 # -- keep-alives -------------------------------------------------------------------------------
