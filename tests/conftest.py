@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,44 @@ from .fakes import FakeOpenAIUpstream, ServerThread, start_gateway
 MOCK_KEY_ENV = "MOCK_UPSTREAM_TEST_KEY"
 MOCK_KEY = "sk-upstream-test"
 MASTER_KEY = "sk-master"
+
+
+TEST_SECRETS = (MOCK_KEY, MASTER_KEY, "sk-ant-rotated", "sk-ant-test-key", "sk-or-test",
+                "sk-openai-test", "sk-openai-secret")
+"""Keys the tests hand the gateway; no log line of the whole suite may contain one."""
+
+
+class _SecretWatch(logging.Handler):
+    """Sees every log record at INFO and above, from every logger, for the whole session."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format is not this check's business
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + repr(record.exc_info[1])
+        if any(secret in text for secret in TEST_SECRETS):
+            self.leaks.append(f"{record.name}: {text[:300]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log_line() -> Iterator[None]:
+    """Over the whole suite, no log line carries a test key (finding: aiohttp logged raw
+    requests with their Authorization header; upstreams may echo keys)."""
+    watch = _SecretWatch()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(watch)
+    root.setLevel(min(level or logging.INFO, logging.INFO))
+    yield
+    root.removeHandler(watch)
+    root.setLevel(level)
+    assert not watch.leaks, "secrets in log lines:\n" + "\n".join(watch.leaks[:10])
 
 
 @pytest.fixture(scope="session")

@@ -293,3 +293,35 @@ def test_a_bad_first_chunk_shape_is_a_502_before_streaming(gw: ServerThread,
     r = _chat(gw, {"model": "mock/a", "messages": MESSAGES, "stream": True})
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "malformed_stream"
+
+
+def test_slowloris_connections_are_closed_after_the_header_timeout(
+        fake: FakeOpenAIUpstream) -> None:
+    """A client trickling its request head (a byte every 0.2 s) is cut off after
+    ``server.header_timeout_s`` (1 s here); a prompt client on the same gateway is served."""
+    config = GatewayConfig.model_validate({"embedded_model": False,
+                                           "server": {"header_timeout_s": 1.0}})
+    server, _ = start_gateway(config)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            started = time.monotonic()
+            closed_after = None
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+                try:
+                    sock.sendall(bytes([byte]))
+                    sock.settimeout(0.2)
+                    if sock.recv(1) == b"":
+                        closed_after = time.monotonic() - started
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed_after = time.monotonic() - started
+                    break
+                if time.monotonic() - started > 8:
+                    break
+        assert closed_after is not None, "the trickling connection was never closed"
+        assert closed_after < 4
+        assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()

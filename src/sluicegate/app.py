@@ -47,8 +47,11 @@ async def start_server(
     which is what stops upstream work at once. Port 0 binds a free port.
     """
     gateway = gateway or Gateway(config)
+    # aiohttp's keep-alive timer runs from the connection's start and from each response's end,
+    # and closes a connection that has not delivered a whole request head by then: with a
+    # short limit it is the header-read timeout that stops slowloris connections.
     runner = web.AppRunner(gateway.build_app(), handler_cancellation=True, access_log=None,
-                           logger=http_log)
+                           logger=http_log, keepalive_timeout=config.server.header_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, backlog=2048)
     await site.start()

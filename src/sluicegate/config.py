@@ -9,6 +9,8 @@ YAML shape (every key optional)::
       max_body_bytes: 4194304  # request bodies over this get 413
       metrics: true            # GET /metrics (Prometheus)
       shutdown_grace_s: 10     # on SIGTERM/SIGINT: time live streams get to finish (s)
+      header_timeout_s: 10     # a request head must arrive within this (s) of connecting or
+                               # of the previous response; also the idle keep-alive limit
     local:
       preload: true            # load the embedded model at start-up (false: on first use)
       max_queue: 8             # requests waiting for the local engine; beyond: 429
@@ -115,6 +117,9 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     metrics: bool = True
     shutdown_grace_s: float = Field(default=10.0, ge=0)  # live requests' time to finish
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection must send a whole request head within this many seconds of connecting or
+    of its previous response, else it is closed (slowloris; idle keep-alive connections)."""
 
 
 class LocalSettings(_Strict):

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DONE", "KEEP_ALIVE", "SSEDecoder", "ServerSentEvent", "encode_data"]
+__all__ = ["DONE", "KEEP_ALIVE", "EventTooLargeError", "SSEDecoder", "ServerSentEvent",
+           "encode_data"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -32,6 +33,10 @@ DONE = b"data: [DONE]\n\n"
 
 KEEP_ALIVE = b": keep-alive\n\n"
 """A comment line; every SSE decoder ignores it (WHATWG §9.2.6)."""
+
+
+class EventTooLargeError(ValueError):
+    """An event, or a line not yet ended, grew past the decoder's ``max_event_bytes``."""
 
 
 @dataclass(slots=True)
@@ -54,12 +59,18 @@ class SSEDecoder:
     Holds at most one partial line between calls. ``last_event_id`` survives across events, as
     the spec requires, for reconnection with ``Last-Event-ID``; it changes only when an event
     is completed by a blank line.
+
+    ``max_event_bytes`` (None: no limit) bounds what one event may hold before it is complete:
+    its unfinished line, and its ``data`` lines. Past it, ``feed`` / ``feed_data`` raise
+    ``EventTooLargeError``: a peer that never ends a line would otherwise make every read
+    re-scan an ever longer buffer (quadratic time) and hold it all in memory.
     """
 
     __slots__ = ("_buf", "_data", "_event", "_id", "_retry", "_started", "_trailing_cr",
-                 "last_event_id")
+                 "last_event_id", "max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self.max_event_bytes = max_event_bytes
         self._buf = b""
         self._trailing_cr = False
         self._started = False
@@ -104,7 +115,19 @@ class SSEDecoder:
                     events.append(event)
             else:
                 self._field(line)
+        if self.max_event_bytes is not None:
+            self._check_size()
         return events
+
+    def _check_size(self) -> None:
+        limit = self.max_event_bytes
+        assert limit is not None
+        held = len(self._buf)
+        if self._data:
+            held += sum(len(d) for d in self._data)
+        if held > limit:
+            raise EventTooLargeError(
+                f"An event grew past {limit} bytes before it ended ({held} bytes held).")
 
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """Like ``feed``, but returns only the ``data`` of each completed event (bytes).
@@ -131,6 +154,8 @@ class SSEDecoder:
             else:
                 out.extend(event.data for event in self.feed(part + b"\n\n"))
         self._buf = tail
+        if self.max_event_bytes is not None and len(tail) > self.max_event_bytes:
+            self._check_size()
         return out
 
     def _field(self, line: bytes) -> None:
