@@ -26,17 +26,11 @@ from types import TracebackType
 from typing import Any, Generic, NoReturn, Self, TypeVar
 
 from ._source import Engine
-from ._state import Kind, StreamMetadata, StreamState, StreamStats
+from ._state import Kind, StateView, StreamState
 from .buffering import FlushPolicy
 from .callbacks import Callback, StreamCallbacks, acall_callback
 from .errors import StreamClosedError
-from .types import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    Completion,
-    CompletionChunk,
-    CompletionUsage,
-)
+from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
 
 __all__ = ["AsyncChatStream", "AsyncCompletionStream", "ChunkT", "FinalT", "Invoker"]
 
@@ -55,7 +49,7 @@ class _Pending:
 _PENDING = _Pending()
 
 
-class _AsyncStream(Generic[ChunkT, FinalT]):
+class _AsyncStream(StateView, Generic[ChunkT, FinalT]):
     """The stream: reads its ``Engine`` on the running loop, accounts every chunk in a
     ``StreamState``, runs the callbacks (through ``invoke``) and the progress sink."""
 
@@ -87,22 +81,7 @@ class _AsyncStream(Generic[ChunkT, FinalT]):
             if callable(set_default):
                 set_default(max_tokens)
 
-    # -- public, read-only -------------------------------------------------------------------
-
-    @property
-    def usage(self) -> CompletionUsage | None:
-        """Token usage, once the usage chunk has arrived (None before)."""
-        return self._state.usage
-
-    @property
-    def stats(self) -> StreamStats:
-        """Live ``StreamStats`` (ms, s, tokens, characters)."""
-        return self._state.stats
-
-    @property
-    def metadata(self) -> StreamMetadata:
-        """A ``StreamMetadata`` snapshot, as callbacks receive it."""
-        return self._state.metadata()
+    # -- public, read-only (and ``usage``, ``stats``, ``metadata``) --------------------------
 
     @property
     def closed(self) -> bool:

@@ -15,7 +15,7 @@ from .types import CompletionUsage
 if TYPE_CHECKING:
     from ._source import Source
 
-__all__ = ["Kind", "StreamMetadata", "StreamState", "StreamStats"]
+__all__ = ["Kind", "StateView", "StreamMetadata", "StreamState", "StreamStats"]
 
 Kind = Literal["chat", "text"]
 
@@ -171,3 +171,24 @@ class StreamState:
         usage = self.usage.model_dump(exclude_defaults=False) if self.usage else None
         return self.accumulator.build(self.kind, self.id or "", self.created,
                                       self.model or "", usage)
+
+
+class StateView:
+    """The read-only properties every stream class (sync and async) shows of its state."""
+
+    _state: StreamState
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        """Token usage, once the usage chunk has arrived (None before)."""
+        return self._state.usage
+
+    @property
+    def stats(self) -> StreamStats:
+        """Live ``StreamStats`` (ms, s, tokens, characters)."""
+        return self._state.stats
+
+    @property
+    def metadata(self) -> StreamMetadata:
+        """A ``StreamMetadata`` snapshot, as callbacks receive it."""
+        return self._state.metadata()

@@ -29,10 +29,10 @@ from typing import Any, Generic, Self, TypeVar
 from ._async_stream import AsyncChatStream, AsyncCompletionStream, ChunkT, FinalT, _AsyncStream
 from ._loop import LoopThread
 from ._source import Engine
-from ._state import StreamMetadata, StreamStats
+from ._state import StateView, StreamMetadata, StreamStats
 from .callbacks import Callback, call_callback
 from .errors import StreamClosedError
-from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, CompletionUsage
+from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
 
 __all__ = [
     "AsyncChatStream",
@@ -76,8 +76,9 @@ async def _anext(items: AsyncGenerator[T, None]) -> T:
     return await anext(items)
 
 
-class _SyncStream(Generic[ChunkT, FinalT]):
-    """Runs an ``_AsyncStream`` on the client's ``LoopThread``."""
+class _SyncStream(StateView, Generic[ChunkT, FinalT]):
+    """Runs an ``_AsyncStream`` on the client's ``LoopThread`` (and shows its state: ``usage``,
+    ``stats``, ``metadata``)."""
 
     _async_type: type[_AsyncStream[ChunkT, FinalT]]
 
@@ -85,6 +86,7 @@ class _SyncStream(Generic[ChunkT, FinalT]):
         self._runner = runner
         self._stream: _AsyncStream[ChunkT, FinalT] = self._async_type(
             engine, invoke=_invoke_on_caller, **kwargs)
+        self._state = self._stream._state
         self._op: asyncio.Task[Any] | None = None  # the operation running on the loop
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -148,21 +150,6 @@ class _SyncStream(Generic[ChunkT, FinalT]):
         await self._stream.aclose()
 
     # -- public --------------------------------------------------------------------------------
-
-    @property
-    def usage(self) -> CompletionUsage | None:
-        """Token usage, once the usage chunk has arrived (None before)."""
-        return self._stream.usage
-
-    @property
-    def stats(self) -> StreamStats:
-        """Live ``StreamStats`` (ms, s, tokens, characters)."""
-        return self._stream.stats
-
-    @property
-    def metadata(self) -> StreamMetadata:
-        """A ``StreamMetadata`` snapshot, as callbacks receive it."""
-        return self._stream.metadata
 
     @property
     def closed(self) -> bool:
