@@ -22,8 +22,7 @@ async def _await(value: Awaitable[Any]) -> Any:
     return await value
 
 
-async def _collect(items: AsyncIterable[Any], limit: int | None) -> list[Any]:
-    out: list[Any] = []
+async def _collect(items: AsyncIterable[Any], limit: int | None, out: list[Any]) -> list[Any]:
     async for item in items:
         out.append(item)
         if limit is not None and len(out) == limit:
@@ -48,11 +47,13 @@ class Api:
             return self._runner.run(_await(value))
         return value
 
-    def list(self, items: Any, limit: int | None = None) -> list[Any]:
-        """Every item of a sync or async iterable (the first ``limit`` ones, then ``break``)."""
+    def list(self, items: Any, limit: int | None = None, into: list[Any] | None = None
+             ) -> list[Any]:
+        """Every item of a sync or async iterable (the first ``limit`` ones, then ``break``),
+        appended to ``into`` (a new list by default) as they come."""
+        out: list[Any] = [] if into is None else into
         if isinstance(items, AsyncIterable):
-            return self.run(_collect(items, limit))  # type: ignore[no-any-return]
-        out: list[Any] = []
+            return self.run(_collect(items, limit, out))  # type: ignore[no-any-return]
         for item in items:
             out.append(item)
             if limit is not None and len(out) == limit:
