@@ -30,6 +30,10 @@ async def _collect(items: AsyncIterable[Any], limit: int | None, out: list[Any])
     return out
 
 
+async def _timed(items: AsyncIterable[Any]) -> list[tuple[float, Any]]:
+    return [(time.monotonic(), item) async for item in items]
+
+
 class Api:
     """``Client`` (sync) or ``AsyncClient`` (async, on this test's own event loop) behind the
     same calls: ``run(x)`` is ``x``, or ``x`` awaited when it is awaitable."""
@@ -59,6 +63,12 @@ class Api:
             if limit is not None and len(out) == limit:
                 break
         return out
+
+    def timed(self, items: Any) -> list[tuple[float, Any]]:
+        """Every item of a sync or async iterable, with the ``time.monotonic()`` it came at."""
+        if isinstance(items, AsyncIterable):
+            return self.run(_timed(items))  # type: ignore[no-any-return]
+        return [(time.monotonic(), item) for item in items]
 
     @contextmanager
     def open(self, manager: Any) -> Iterator[Any]:
