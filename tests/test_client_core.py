@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from sluicegate.client import (
@@ -276,3 +277,18 @@ def test_dropped_sync_stream_releases_its_connection(fake: FakeOpenAIUpstream) -
         s.recv()
         del s
         assert wait_until(lambda: fake.closed_early)
+
+
+def test_http_client(api: Api, mock: MockUpstream) -> None:
+    http_client = api.http_client(mock)
+    with api.open(api.Client(mock.base_url, api_key="sk-x", http_client=http_client)) as client:
+        s = client.chat.stream(model="m", messages=MESSAGES)
+        assert api.list(s.text_stream) == ["Hello", ",", " world", "!"]
+        assert s.stats.attempts == 1
+    headers = mock.received[-1].headers
+    assert headers["authorization"] == "Bearer sk-x"
+    assert headers["content-type"] == "application/json"
+    assert mock.received[-1].path == "/v1/chat/completions"
+    assert http_client.is_closed  # closed with the client, as openai's clients do
+    with httpx.Client() as sync_http, pytest.raises(TypeError, match=r"httpx\.AsyncClient"):
+        AsyncClient(mock.base_url, http_client=sync_http)  # type: ignore[arg-type]
