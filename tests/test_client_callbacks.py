@@ -261,3 +261,25 @@ def test_close_from_another_thread_cuts_a_waiting_read(mock: MockUpstream) -> No
     assert len(outcome) == 1 and isinstance(outcome[0], StreamClosedError)
     assert errors == []  # the user's own close is no error
     assert mock.closed_early == 1
+
+
+def test_close_from_a_callback(api: Api, mock: MockUpstream) -> None:
+    mock.script = Script(texts=["x"] * 200, gap_s=0.01)
+    streams: list[Any] = []
+
+    async def aclose_it(chunk: Any, meta: Any) -> None:
+        if meta.chunk_index == 2:
+            await streams[0].aclose()
+
+    def close_it(chunk: Any, meta: Any) -> None:
+        if meta.chunk_index == 2:
+            streams[0].close()
+
+    on_chunk = aclose_it if api.asynchronous else close_it
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client:
+        streams.append(client.chat.stream(model="m", messages=MESSAGES,
+                                          callbacks=StreamCallbacks(on_chunk=on_chunk)))
+        with pytest.raises(StreamClosedError):
+            api.list(streams[0])
+        assert streams[0].closed
+    assert mock.closed_early == 1

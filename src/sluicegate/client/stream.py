@@ -105,13 +105,13 @@ class _SyncStream(StateView, Generic[ChunkT, FinalT]):
 
         pending = operation()
         try:
+            loop = self._runner.loop
             future = self._runner.submit(pending)
         except BaseException:  # the client is closed
             pending.close()
             coro.close()
             raise
         future.add_done_callback(lambda _: calls.put(None))
-        loop = self._runner.loop
         try:
             while (call := calls.get()) is not None:
                 fn, args, done = call
