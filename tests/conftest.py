@@ -8,6 +8,7 @@ import pytest
 from sluicegate.config import DeploymentConfig, GatewayConfig
 from sluicegate.server import Gateway
 
+from .client_modes import Api, MockUpstream
 from .fakes import FakeOpenAIUpstream, ServerThread, start_gateway
 
 MOCK_KEY_ENV = "MOCK_UPSTREAM_TEST_KEY"
@@ -146,3 +147,17 @@ def _no_stream_left_in_flight(request: pytest.FixtureRequest) -> Iterator[None]:
     while gateway.metrics.registry.get_sample_value("sluicegate_streams_in_flight"):
         assert time.monotonic() < deadline, "a stream was never accounted (in-flight gauge)"
         time.sleep(0.01)
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The test once with ``Client`` and once with ``AsyncClient`` (see ``client_modes``)."""
+    modes = Api(asynchronous=request.param == "async")
+    yield modes
+    modes.shutdown()
+
+
+@pytest.fixture
+def mock() -> MockUpstream:
+    """A scripted server behind ``httpx.MockTransport`` (give ``api.http_client(mock)``)."""
+    return MockUpstream()

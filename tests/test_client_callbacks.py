@@ -3,23 +3,26 @@ text (first piece never held; flushes every N characters or M ms), sync and asyn
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from sluicegate.client import (
-    AsyncClient,
     ChatCompletionChunk,
     Client,
     StreamCallbacks,
+    StreamClosedError,
     StreamError,
     StreamMetadata,
 )
 from sluicegate.client.buffering import FlushPolicy
 from sluicegate.client.callbacks import acall_callback, call_callback
 
-from .client_helpers import MESSAGES, wait_until
+from .client_helpers import MESSAGES
+from .client_modes import Api, MockUpstream
 from .fakes import FakeOpenAIUpstream, Script, ServerThread
 
 
@@ -62,47 +65,36 @@ def _check_events(events: list[tuple[str, str, Any]]) -> None:
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
-def test_callbacks_sync_stream(gw: ServerThread, asynchronous: bool) -> None:
+def test_callbacks(api: Api, gw: ServerThread, asynchronous: bool) -> None:
     events: list[tuple[str, str, Any]] = []
     client_cb = Recorder("client", events, asynchronous).callbacks()
     call_cb = Recorder("call", events, asynchronous).callbacks()
-    with Client(gw.url + "/v1", callbacks=client_cb) as client:
-        client.chat.stream(model="mock/gpt-test", messages=MESSAGES, callbacks=call_cb).final()
+    with api.open(api.Client(gw.url + "/v1", callbacks=client_cb)) as client:
+        api.run(client.chat.stream(model="mock/gpt-test", messages=MESSAGES,
+                                   callbacks=call_cb).final())
     _check_events(events)
 
 
-@pytest.mark.parametrize("asynchronous", [False, True])
-async def test_callbacks_async_stream(gw: ServerThread, asynchronous: bool) -> None:
-    events: list[tuple[str, str, Any]] = []
-    client_cb = Recorder("client", events, asynchronous).callbacks()
-    call_cb = Recorder("call", events, asynchronous).callbacks()
-    async with AsyncClient(gw.url + "/v1", callbacks=client_cb) as client:
-        await client.chat.stream(model="mock/gpt-test", messages=MESSAGES,
-                                 callbacks=call_cb).final()
-    _check_events(events)
-
-
-def test_on_error_sync(fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(error_after=1)
+def test_on_error(api: Api, mock: MockUpstream) -> None:
+    mock.script = Script(error_after=1)
     errors: list[BaseException] = []
 
     async def on_error(exc: BaseException) -> None:
         errors.append(exc)
 
-    with Client(fake.base_url) as client, pytest.raises(StreamError):
-        client.chat.stream(model="m", messages=MESSAGES,
-                           callbacks=StreamCallbacks(on_error=on_error)).final()
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client, \
+            pytest.raises(StreamError):
+        api.run(client.chat.stream(model="m", messages=MESSAGES,
+                                   callbacks=StreamCallbacks(on_error=on_error)).final())
     assert len(errors) == 1 and isinstance(errors[0], StreamError)
-
-
-async def test_on_error_async(fake: FakeOpenAIUpstream) -> None:
-    fake.queue = [Script(status=400)]
-    errors: list[BaseException] = []
-    async with AsyncClient(fake.base_url, callbacks=StreamCallbacks(
-            on_error=errors.append)) as client:
-        with pytest.raises(Exception, match="fake failure"):
-            await client.chat.stream(model="m", messages=MESSAGES).recv()
-    assert len(errors) == 1
+    mock.queue = [Script(status=400)]
+    client_errors: list[BaseException] = []
+    on_error_cb = StreamCallbacks(on_error=client_errors.append)
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock),
+                             callbacks=on_error_cb)) as client, \
+            pytest.raises(Exception, match="fake failure"):
+        api.run(client.chat.stream(model="m", messages=MESSAGES).recv())
+    assert len(client_errors) == 1
 
 
 async def test_call_callback_helpers_from_a_running_loop() -> None:
@@ -139,19 +131,16 @@ def _check_char_pieces(pieces: list[str]) -> None:
     assert len(pieces) < 10
 
 
-def test_buffered_text_chars_sync(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(texts=["ab"] * 10)
-    with Client(gw.url + "/v1") as client:
+def test_buffered_text_chars(api: Api, gw: ServerThread, fake: FakeOpenAIUpstream,
+                             mock: MockUpstream) -> None:
+    fake.script = mock.script = Script(texts=["ab"] * 10)
+    with api.open(api.Client(gw.url + "/v1")) as client:
         s = client.chat.stream(model="mock/m", messages=MESSAGES, flush_chars=5)
-        _check_char_pieces(list(s.buffered_text()))
+        _check_char_pieces(api.list(s.buffered_text()))
         assert s.usage is not None
-
-
-async def test_buffered_text_chars_async(fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(texts=["ab"] * 10)
-    async with AsyncClient(fake.base_url) as client:
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client:
         s = client.chat.stream(model="m", messages=MESSAGES, flush_chars=5)
-        _check_char_pieces([p async for p in s.buffered_text()])
+        _check_char_pieces(api.list(s.buffered_text()))
 
 
 def _check_timed(pieces: list[tuple[float, str]]) -> None:
@@ -162,22 +151,19 @@ def _check_timed(pieces: list[tuple[float, str]]) -> None:
     assert pieces[1][0] - pieces[0][0] < 0.9
 
 
-def test_buffered_text_ms_sync(fake: FakeOpenAIUpstream) -> None:
+@pytest.mark.parametrize("via", ["gateway", "direct"])
+def test_buffered_text_ms(api: Api, via: str, fake: FakeOpenAIUpstream,
+                          request: pytest.FixtureRequest) -> None:
     fake.script = Script(texts=["a", "b", "c", "d"], stall_after=2, stall_s=1.5)
-    with Client(fake.base_url) as client:
-        s = client.chat.stream(model="m", messages=MESSAGES, flush_chars=100, flush_ms=200)
-        _check_timed([(time.monotonic(), t) for t in s.buffered_text()])
+    base_url, model = fake.base_url, "m"
+    if via == "gateway":
+        base_url, model = request.getfixturevalue("gw").url + "/v1", "mock/m"
+    with api.open(api.Client(base_url)) as client:
+        s = client.chat.stream(model=model, messages=MESSAGES, flush_chars=100, flush_ms=200)
+        _check_timed(api.timed(s.buffered_text()))
 
 
-async def test_buffered_text_ms_async(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(texts=["a", "b", "c", "d"], stall_after=2, stall_s=1.5)
-    async with AsyncClient(gw.url + "/v1") as client:
-        s = client.chat.stream(model="mock/m", messages=MESSAGES, flush_chars=100,
-                               flush_ms=200)
-        _check_timed([(time.monotonic(), t) async for t in s.buffered_text()])
-
-
-def test_progress_sink_is_driven(fake: FakeOpenAIUpstream) -> None:
+def test_progress_sink_is_driven(mock: MockUpstream) -> None:
     calls: list[tuple[str, Any]] = []
 
     class Sink:
@@ -193,38 +179,107 @@ def test_progress_sink_is_driven(fake: FakeOpenAIUpstream) -> None:
         def finish(self) -> None:
             calls.append(("finish", None))
 
-    with Client(fake.base_url) as client:
+    http_client = httpx.Client(transport=httpx.MockTransport(mock.handle))
+    with Client(mock.base_url, http_client=http_client) as client:
         client.chat.stream(model="m", messages=MESSAGES, max_tokens=9, progress=Sink()).final()
     assert calls == [("expected", 9), ("start", None), ("update", "Hello"), ("update", ","),
                      ("update", " world"), ("update", "!"), ("finish", None)]
 
 
-def test_a_failing_callback_closes_the_stream_sync(fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(texts=["x"] * 200, gap_s=0.02)
+def test_a_failing_callback_closes_the_stream(api: Api, mock: MockUpstream) -> None:
+    mock.script = Script(texts=["x"] * 200, gap_s=0.02)
 
     def boom(chunk: Any, meta: Any) -> None:
         if meta.chunk_index == 2:
             raise KeyError("boom")
 
-    with Client(fake.base_url) as client:
+    async def aboom(meta: Any) -> None:
+        raise KeyError("boom")
+
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client:
         s = client.chat.stream(model="m", messages=MESSAGES,
                                callbacks=StreamCallbacks(on_chunk=boom))
         with pytest.raises(KeyError):
-            s.final()
+            api.run(s.final())
         assert s.closed
-    assert wait_until(lambda: fake.closed_early)
-
-
-async def test_a_failing_callback_closes_the_stream_async(fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(texts=["x"] * 200, gap_s=0.02)
-
-    async def boom(meta: Any) -> None:
-        raise KeyError("boom")
-
-    async with AsyncClient(fake.base_url) as client:
+        assert mock.closed_early == 1  # closed before raising: no wait needed
         s = client.chat.stream(model="m", messages=MESSAGES,
-                               callbacks=StreamCallbacks(on_start=boom))
+                               callbacks=StreamCallbacks(on_start=aboom))
         with pytest.raises(KeyError):
-            async for _ in s:
-                pass
+            api.list(s)
         assert s.closed
+        assert mock.closed_early == 2
+
+
+def test_sync_callbacks_run_on_the_consuming_thread_and_stall_only_their_stream(
+        mock: MockUpstream) -> None:
+    release = threading.Event()
+    threads: set[int] = set()
+
+    def on_chunk(chunk: Any, meta: Any) -> None:
+        threads.add(threading.get_ident())
+        if meta.chunk_index == 1:
+            assert release.wait(5), "the other stream never finished"
+
+    http_client = httpx.Client(transport=httpx.MockTransport(mock.handle))
+    with Client(mock.base_url, http_client=http_client) as client:
+        blocked = client.chat.stream(model="m", messages=MESSAGES,
+                                     callbacks=StreamCallbacks(on_chunk=on_chunk))
+        consumer = threading.Thread(target=blocked.final)
+        consumer.start()
+        # the first stream's callback now blocks its consumer; the client's loop goes on
+        assert client.chat.stream(model="m", messages=MESSAGES).final().choices[0].message \
+            .content == "Hello, world!"
+        release.set()
+        consumer.join(5)
+        assert not consumer.is_alive()
+    assert threads == {consumer.ident}
+
+
+def test_close_from_another_thread_cuts_a_waiting_read(mock: MockUpstream) -> None:
+    mock.script = Script(texts=["x"] * 200, gap_s=0.05)
+    errors: list[BaseException] = []
+    outcome: list[BaseException] = []
+    http_client = httpx.Client(transport=httpx.MockTransport(mock.handle))
+    with Client(mock.base_url, http_client=http_client) as client:
+        s = client.chat.stream(model="m", messages=MESSAGES,
+                               callbacks=StreamCallbacks(on_error=errors.append))
+        s.recv()
+
+        def read() -> None:
+            try:
+                s.final()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.1)
+        s.close()
+        reader.join(5)
+        assert not reader.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], StreamClosedError)
+    assert errors == []  # the user's own close is no error
+    assert mock.closed_early == 1
+
+
+def test_close_from_a_callback(api: Api, mock: MockUpstream) -> None:
+    mock.script = Script(texts=["x"] * 200, gap_s=0.01)
+    streams: list[Any] = []
+
+    async def aclose_it(chunk: Any, meta: Any) -> None:
+        if meta.chunk_index == 2:
+            await streams[0].aclose()
+
+    def close_it(chunk: Any, meta: Any) -> None:
+        if meta.chunk_index == 2:
+            streams[0].close()
+
+    on_chunk = aclose_it if api.asynchronous else close_it
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client:
+        streams.append(client.chat.stream(model="m", messages=MESSAGES,
+                                          callbacks=StreamCallbacks(on_chunk=on_chunk)))
+        with pytest.raises(StreamClosedError):
+            api.list(streams[0])
+        assert streams[0].closed
+    assert mock.closed_early == 1

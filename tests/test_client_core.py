@@ -1,10 +1,12 @@
 """The SDK core against real sockets: the gateway in front of the fake upstream, and the fake
-upstream directly as a plain OpenAI-compatible server. Sync and async for each feature."""
+upstream directly as a plain OpenAI-compatible server. Each feature once with ``Client`` and
+once with ``AsyncClient`` (the ``api`` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from sluicegate.client import (
@@ -21,6 +23,7 @@ from sluicegate.client import (
 )
 
 from .client_helpers import MESSAGES, TOOL_CHUNKS, check_tool_calls, wait_until
+from .client_modes import Api, MockUpstream
 from .fakes import FakeOpenAIUpstream, Script, ServerThread
 
 TEXT = "Hello, world!"
@@ -60,178 +63,105 @@ def _check_stats(stats: StreamStats, via_gateway: bool) -> None:
 # -- streaming, typed chunks, usage, stats --------------------------------------------------
 
 
-def test_stream_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_stream(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
-    with Client(base_url) as client, client.chat.stream(model=model, messages=MESSAGES) as s:
-        assert isinstance(s, ChatStream)
-        chunks = list(s)
-        _check_chunks(chunks, model)
-        assert s.usage == CompletionUsage(prompt_tokens=11, completion_tokens=4, total_tokens=15)
-        _check_stats(s.stats, "mock" in model)
+    with api.open(api.Client(base_url)) as client:
+        stream = client.chat.stream(model=model, messages=MESSAGES)
+        assert isinstance(stream, AsyncChatStream if api.asynchronous else ChatStream)
+        with api.open(stream) as s:
+            chunks = api.list(s)
+            _check_chunks(chunks, model)
+            assert s.usage == CompletionUsage(prompt_tokens=11, completion_tokens=4,
+                                              total_tokens=15)
+            assert s.usage is not None and s.usage.total_tokens == 15
+            _check_stats(s.stats, "mock" in model)
     body = fake.received[-1].body
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
-async def test_stream_async(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_text_stream_and_final(api: Api, target: tuple[str, str]) -> None:
     base_url, model = target
-    async with AsyncClient(base_url) as client:
-        stream = client.chat.stream(model=model, messages=MESSAGES)
-        assert isinstance(stream, AsyncChatStream)
-        async with stream as s:
-            chunks = [c async for c in s]
-        _check_chunks(chunks, model)
-        assert s.usage is not None and s.usage.total_tokens == 15
-        _check_stats(s.stats, "mock" in model)
-
-
-def test_text_stream_and_final_sync(target: tuple[str, str]) -> None:
-    base_url, model = target
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.chat.stream(model=model, messages=MESSAGES)
-        assert list(s.text_stream) == ["Hello", ",", " world", "!"]
-        completion = s.final()  # after the end: built from what was read
+        assert api.list(s.text_stream) == ["Hello", ",", " world", "!"]
+        completion = api.run(s.final())  # after the end: built from what was read
         assert isinstance(completion, ChatCompletion)
         assert completion.choices[0].message.content == TEXT
         assert completion.usage is not None and completion.usage.completion_tokens == 4
 
 
-async def test_text_stream_and_final_async(target: tuple[str, str]) -> None:
-    base_url, model = target
-    async with AsyncClient(base_url) as client:
-        s = client.chat.stream(model=model, messages=MESSAGES)
-        assert [t async for t in s.text_stream] == ["Hello", ",", " world", "!"]
-        completion = await s.final()
-        assert completion.choices[0].message.content == TEXT
-
-
-def test_final_n2_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_final_n2(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.script = Script(texts=["a", "b"])
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.chat.stream(model=model, messages=MESSAGES, n=2)
-        first = s.recv()  # final() reads the rest, including what recv() already returned
+        first = api.run(s.recv())  # final() reads the rest, including what recv() returned
         assert first.choices[0].delta.role == "assistant"
-        completion = s.final()
-    assert [c.index for c in completion.choices] == [0, 1]
-    assert [c.message.content for c in completion.choices] == ["ab", "ab"]
-    assert [c.finish_reason for c in completion.choices] == ["stop", "stop"]
-    assert completion.usage is not None and completion.usage.completion_tokens == 4
+        completion = api.run(s.final())
+        whole = api.run(client.chat.stream(model=model, messages=MESSAGES, n=2).final())
+    for done in (completion, whole):
+        assert [c.index for c in done.choices] == [0, 1]
+        assert [c.message.content for c in done.choices] == ["ab", "ab"]
+        assert [c.finish_reason for c in done.choices] == ["stop", "stop"]
+        assert done.usage is not None and done.usage.completion_tokens == 4
 
 
-async def test_final_n2_async(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.script = Script(texts=["a", "b"])
-    async with AsyncClient(base_url) as client:
-        completion = await client.chat.stream(model=model, messages=MESSAGES, n=2).final()
-    assert [c.message.content for c in completion.choices] == ["ab", "ab"]
-
-
-def test_final_tool_calls_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_final_tool_calls(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.script = Script(raw_chunks=TOOL_CHUNKS)
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.chat.stream(model=model, messages=MESSAGES)
-        check_tool_calls(s.final())
+        check_tool_calls(api.run(s.final()))
         assert s.stats.finish_reason == "tool_calls"
-
-
-async def test_final_tool_calls_async(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.script = Script(raw_chunks=TOOL_CHUNKS)
-    async with AsyncClient(base_url) as client:
-        check_tool_calls(await client.chat.stream(model=model, messages=MESSAGES).final())
 
 
 # -- recv, close, break, cancellation, misuse -----------------------------------------------
 
 
-def test_recv_sync(target: tuple[str, str]) -> None:
+def test_recv(api: Api, target: tuple[str, str]) -> None:
     base_url, model = target
-    with Client(base_url) as client, client.chat.stream(model=model, messages=MESSAGES) as s:
+    with api.open(api.Client(base_url)) as client, api.open(
+            client.chat.stream(model=model, messages=MESSAGES)) as s:
         chunks = []
         while True:
             try:
-                chunks.append(s.recv())
-            except StopIteration:
+                chunks.append(api.run(s.recv()))
+            except api.StopIteration:
                 break
         assert len(chunks) == 7  # role, 4 contents, finish, usage
-        with pytest.raises(StopIteration):
-            s.recv()
+        with pytest.raises(api.StopIteration):
+            api.run(s.recv())
 
 
-async def test_recv_async(target: tuple[str, str]) -> None:
-    base_url, model = target
-    async with AsyncClient(base_url) as client, client.chat.stream(
-            model=model, messages=MESSAGES) as s:
-        chunks = []
-        while True:
-            try:
-                chunks.append(await s.recv())
-            except StopAsyncIteration:
-                break
-        assert len(chunks) == 7
-        with pytest.raises(StopAsyncIteration):
-            await s.recv()
-
-
-def test_close_and_break_close_the_connection_sync(target: tuple[str, str],
-                                                   fake: FakeOpenAIUpstream) -> None:
+def test_close_and_break_close_the_connection(api: Api, target: tuple[str, str],
+                                              fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.script = Script(texts=["x"] * 200, gap_s=0.02)
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.chat.stream(model=model, messages=MESSAGES)
-        s.recv()
-        s.recv()
-        s.close()
-        s.close()  # idempotent
+        api.run(s.recv())
+        api.run(s.recv())
+        api.close(s)
+        api.close(s)  # idempotent
         assert s.closed
-        assert wait_until(lambda: len(fake.closed_early) == 1)
+        assert api.wait_until(lambda: len(fake.closed_early) == 1)
         with pytest.raises(StreamClosedError):
-            s.recv()
+            api.run(s.recv())
         with pytest.raises(StreamClosedError):
-            iter(s)
-        with pytest.raises(StreamClosedError):
-            s.final()
-        for i, _ in enumerate(client.chat.stream(model=model, messages=MESSAGES)):
-            if i == 3:
-                break
-        assert wait_until(lambda: len(fake.closed_early) == 2)
-
-
-async def test_close_and_break_close_the_connection_async(target: tuple[str, str],
-                                                          fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.script = Script(texts=["x"] * 200, gap_s=0.02)
-    async with AsyncClient(base_url) as client:
-        s = client.chat.stream(model=model, messages=MESSAGES)
-        await s.recv()
-        await s.aclose()
-        await s.aclose()
-        assert wait_until(lambda: len(fake.closed_early) == 1)
-        with pytest.raises(StreamClosedError):
-            await s.recv()
+            aiter(s) if api.asynchronous else iter(s)
         with pytest.raises(StreamClosedError):
             s.text_stream  # noqa: B018
-        i = 0
-        async for _ in client.chat.stream(model=model, messages=MESSAGES):
-            i += 1
-            if i == 3:
-                break
-        for _ in range(100):  # the abandoned async generator is closed by the loop
-            await asyncio.sleep(0.02)
-            if len(fake.closed_early) == 2:
-                break
-        assert len(fake.closed_early) == 2
-        async with client.chat.stream(model=model, messages=MESSAGES) as s2:
-            await s2.recv()
+        with pytest.raises(StreamClosedError):
+            api.run(s.final())
+        # a break out of the loop; the abandoned (async) generator closes the stream
+        api.list(client.chat.stream(model=model, messages=MESSAGES), limit=4)
+        assert api.wait_until(lambda: len(fake.closed_early) == 2)
+        with api.open(client.chat.stream(model=model, messages=MESSAGES)) as s2:
+            api.run(s2.recv())
         assert s2.closed
         with pytest.raises(StreamClosedError):
-            await s2.final()
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if len(fake.closed_early) == 3:
-                break
-        assert len(fake.closed_early) == 3
+            api.run(s2.final())
+        assert api.wait_until(lambda: len(fake.closed_early) == 3)
 
 
 async def test_task_cancellation_closes_the_connection(target: tuple[str, str],
@@ -263,69 +193,54 @@ async def test_task_cancellation_closes_the_connection(target: tuple[str, str],
 # -- non-streaming, text completions, requests --------------------------------------------
 
 
-def test_create_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_create(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     if "mock" not in model:
         pytest.skip("the fake upstream only streams")
-    with Client(base_url) as client:
-        completion = client.chat.create(model=model, messages=MESSAGES, temperature=0.2)
+    with api.open(api.Client(base_url)) as client:
+        completion = api.run(client.chat.create(model=model, messages=MESSAGES,
+                                                temperature=0.2))
     assert completion.choices[0].message.content == TEXT
     assert completion.model == model
     assert fake.received[-1].body["temperature"] == 0.2
 
 
-async def test_create_async(target: tuple[str, str]) -> None:
+def test_completions_stream(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
-    if "mock" not in model:
-        pytest.skip("the fake upstream only streams")
-    async with AsyncClient(base_url) as client:
-        completion = await client.chat.create(model=model, messages=MESSAGES)
-    assert completion.choices[0].message.content == TEXT
-
-
-def test_completions_stream_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.completions.stream(model=model, prompt="Say hi", max_tokens=5)
-        chunks = list(s)
+        chunks = api.list(s)
         assert all(isinstance(c, CompletionChunk) for c in chunks)
         assert "".join(c.choices[0].text for c in chunks if c.choices) == TEXT
         assert s.usage is not None and s.usage.completion_tokens == 4
-        assert s.final().choices[0].text == TEXT
-    assert fake.received[-1].path == "/v1/completions"
-    assert fake.received[-1].body["prompt"] == "Say hi"
-
-
-async def test_completions_stream_async(target: tuple[str, str]) -> None:
-    base_url, model = target
-    async with AsyncClient(base_url) as client:
+        assert api.run(s.final()).choices[0].text == TEXT
+        assert fake.received[-1].path == "/v1/completions"
+        assert fake.received[-1].body["prompt"] == "Say hi"
         s = client.completions.stream(model=model, prompt="Say hi")
-        assert [t async for t in s.text_stream] == ["Hello", ",", " world", "!"]
-        assert (await s.final()).choices[0].text == TEXT
+        assert api.list(s.text_stream) == ["Hello", ",", " world", "!"]
+        assert api.run(s.final()).choices[0].text == TEXT
 
 
-def test_request_object_and_fallbacks_sync(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
+def test_request_object_and_fallbacks(api: Api, gw: ServerThread, fake: FakeOpenAIUpstream,
+                                      mock: MockUpstream) -> None:
     from sluicegate.client import ChatRequestBuilder
 
     request = (ChatRequestBuilder().with_model("mock/gpt-test").with_text("hi")
                .with_max_tokens(7).build())
-    with Client(gw.url + "/v1") as client:
-        assert client.chat.stream(request, temperature=0.5).final().choices[0].message.content \
-            == TEXT
+    with api.open(api.Client(gw.url + "/v1")) as client:
+        completion = api.run(client.chat.stream(request, temperature=0.5).final())
+        assert completion.choices[0].message.content == TEXT
         body = fake.received[-1].body
         assert body["max_tokens"] == 7 and body["temperature"] == 0.5
         assert body["messages"] == [{"role": "user", "content": "hi"}]
-        client.chat.stream(model="mock/a", messages=MESSAGES, fallbacks=["mock/b"]).final()
+        api.run(client.chat.stream(model="mock/a", messages=MESSAGES,
+                                   fallbacks=["mock/b"]).final())
     assert fake.received[-1].body["model"] == "a"
-
-
-async def test_request_object_and_fallbacks_async(fake: FakeOpenAIUpstream) -> None:
-    from sluicegate.client import ChatRequestBuilder
-
+    # what the SDK sends: a scripted server is enough
     request = ChatRequestBuilder().with_model("m").with_text("hi").build()
-    async with AsyncClient(fake.base_url) as client:
-        await client.chat.stream(request, fallbacks=["n"]).final()
-    body = fake.received[-1].body
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client:
+        api.run(client.chat.stream(request, fallbacks=["n"]).final())
+    body = mock.received[-1].body
     assert body["models"] == ["m", "n"] and body["stream"] is True
 
 
@@ -362,3 +277,18 @@ def test_dropped_sync_stream_releases_its_connection(fake: FakeOpenAIUpstream) -
         s.recv()
         del s
         assert wait_until(lambda: fake.closed_early)
+
+
+def test_http_client(api: Api, mock: MockUpstream) -> None:
+    http_client = api.http_client(mock)
+    with api.open(api.Client(mock.base_url, api_key="sk-x", http_client=http_client)) as client:
+        s = client.chat.stream(model="m", messages=MESSAGES)
+        assert api.list(s.text_stream) == ["Hello", ",", " world", "!"]
+        assert s.stats.attempts == 1
+    headers = mock.received[-1].headers
+    assert headers["authorization"] == "Bearer sk-x"
+    assert headers["content-type"] == "application/json"
+    assert mock.received[-1].path == "/v1/chat/completions"
+    assert http_client.is_closed  # closed with the client, as openai's clients do
+    with httpx.Client() as sync_http, pytest.raises(TypeError, match=r"httpx\.AsyncClient"):
+        AsyncClient(mock.base_url, http_client=sync_http)  # type: ignore[arg-type]

@@ -1,11 +1,12 @@
 """SDK errors, retries and timeouts on loopback: status errors, retries honouring Retry-After,
-connection errors, the mid-stream error frame, stall and total timeouts. Sync and async."""
+connection errors, the mid-stream error frame, stall and total timeouts. Sync and async (the
+``api`` fixture); what needs only scripted answers goes through ``httpx.MockTransport``."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
+import httpx
 import pytest
 
 from sluicegate.client import (
@@ -24,7 +25,8 @@ from sluicegate.client import (
 )
 from sluicegate.client.errors import status_error
 
-from .client_helpers import MESSAGES, wait_until
+from .client_helpers import MESSAGES
+from .client_modes import Api, MockUpstream
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port
 
 ERROR_BODY = {"error": {"message": "bad field", "type": "invalid_request_error",
@@ -50,36 +52,31 @@ def test_status_error_classes(status: int, cls: type[APIStatusError]) -> None:
     assert err.body == ERROR_BODY and err.param == "temperature"
 
 
-def test_status_errors_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_status_errors(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.queue = [Script(status=400, error_body=ERROR_BODY,
                          error_headers={"x-request-id": "req-1"})]
-    with Client(base_url, max_retries=0) as client:
+    with api.open(api.Client(base_url, max_retries=0)) as client:
         with pytest.raises(BadRequestError) as info:
-            list(client.chat.stream(model=model, messages=MESSAGES))
+            api.list(client.chat.stream(model=model, messages=MESSAGES))
         assert info.value.status_code == 400 and info.value.message == "bad field"
         assert isinstance(info.value.body, dict)
         if "mock" not in model:
             assert info.value.request_id == "req-1"
         fake.queue = [Script(status=500)]
         with pytest.raises(InternalServerError):
-            client.chat.stream(model=model, messages=MESSAGES).final()
-
-
-async def test_status_errors_async(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.queue = [Script(status=401, error_body=ERROR_BODY)]
-    async with AsyncClient(base_url, max_retries=0) as client:
+            api.run(client.chat.stream(model=model, messages=MESSAGES).final())
+        fake.queue = [Script(status=401, error_body=ERROR_BODY)]
         if "mock" in model:
             # Through the gateway, an upstream 401 is the gateway's credentials failing: 502.
             with pytest.raises(InternalServerError) as gateway_info:
-                await client.chat.stream(model=model, messages=MESSAGES).recv()
+                api.run(client.chat.stream(model=model, messages=MESSAGES).recv())
             assert gateway_info.value.status_code == 502
             assert "refused the gateway's credentials" in gateway_info.value.message
             return
-        with pytest.raises(AuthenticationError) as info:
-            await client.chat.stream(model=model, messages=MESSAGES).recv()
-        assert info.value.status_code == 401
+        with pytest.raises(AuthenticationError) as auth:
+            api.run(client.chat.stream(model=model, messages=MESSAGES).recv())
+        assert auth.value.status_code == 401
 
 
 def test_unknown_model_on_the_gateway(gw: ServerThread) -> None:
@@ -113,107 +110,75 @@ async def test_retry_after_ms_is_honoured_async(target: tuple[str, str],
     assert len(fake.received) == 2
 
 
-def test_no_retry_for_400_and_retries_run_out(fake: FakeOpenAIUpstream) -> None:
-    fake.queue = [Script(status=400)]
-    with Client(fake.base_url, max_retries=3) as client:
+def test_no_retry_for_400_and_retries_run_out(mock: MockUpstream) -> None:
+    mock.queue = [Script(status=400)]
+    with Client(mock.base_url, max_retries=3,
+                http_client=httpx.Client(transport=httpx.MockTransport(mock.handle))) as client:
         with pytest.raises(BadRequestError):
             client.chat.stream(model="m", messages=MESSAGES).final()
-        assert len(fake.received) == 1
-        fake.queue = [Script(status=429, error_headers={"retry-after-ms": "10"})] * 5
+        assert len(mock.received) == 1
+        mock.queue = [Script(status=429, error_headers={"retry-after-ms": "10"})] * 5
         with pytest.raises(RateLimitError):
             client.chat.stream(model="m", messages=MESSAGES).final()
-    assert len(fake.received) == 1 + 4  # the first try and max_retries=3 retries
+    assert len(mock.received) == 1 + 4  # the first try and max_retries=3 retries
 
 
-def test_connection_error_sync() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}/v1", max_retries=0) as client:
+def test_connection_error(api: Api) -> None:
+    with api.open(api.Client(f"http://127.0.0.1:{free_port()}/v1", max_retries=0)) as client:
         with pytest.raises(APIConnectionError) as info:
-            client.chat.stream(model="m", messages=MESSAGES).final()
+            api.run(client.chat.stream(model="m", messages=MESSAGES).final())
         assert not isinstance(info.value, APITimeoutError)
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with api.open(api.Client(url, max_retries=1)) as client, pytest.raises(APIConnectionError):
+        api.list(client.chat.stream(model="m", messages=MESSAGES))
 
 
-async def test_connection_error_async() -> None:
-    async with AsyncClient(f"http://127.0.0.1:{free_port()}/v1", max_retries=1) as client:
-        with pytest.raises(APIConnectionError):
-            async for _ in client.chat.stream(model="m", messages=MESSAGES):
-                pass
-
-
-def test_stream_error_frame_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_stream_error_frame(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.script = Script(error_after=2)
     seen: list[str] = []
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.chat.stream(model=model, messages=MESSAGES)
         with pytest.raises(StreamError) as info:
-            for text in s.text_stream:
-                seen.append(text)
+            api.list(s.text_stream, into=seen)
         assert info.value.partial_text == "Hello," == "".join(seen)
         assert info.value.error is not None and info.value.message
         assert s.stats.finish_reason == "error"
         with pytest.raises(StreamError):  # the failure sticks
-            s.final()
+            api.run(s.final())
+        fake.script = Script(error_after=3)
+        with pytest.raises(StreamError) as later:
+            api.run(client.chat.stream(model=model, messages=MESSAGES).final())
+    assert later.value.partial_text == "Hello, world"
 
 
-async def test_stream_error_frame_async(target: tuple[str, str],
-                                        fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.script = Script(error_after=3)
-    async with AsyncClient(base_url) as client:
-        with pytest.raises(StreamError) as info:
-            await client.chat.stream(model=model, messages=MESSAGES).final()
-    assert info.value.partial_text == "Hello, world"
-
-
-def test_stall_timeout_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_stall_timeout(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.script = Script(stall_after=2, stall_s=5)
-    with Client(base_url) as client:
+    with api.open(api.Client(base_url)) as client:
         s = client.chat.stream(model=model, messages=MESSAGES, stall_timeout=0.5)
+        texts: list[str] = []
         started = time.monotonic()
         with pytest.raises(APITimeoutError, match="No data"):
-            list(s)
+            api.list(s.text_stream, into=texts)
         assert time.monotonic() - started < 3
-    assert wait_until(lambda: fake.closed_early)
-
-
-async def test_stall_timeout_async(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.script = Script(stall_after=2, stall_s=5)
-    async with AsyncClient(base_url) as client:
-        s = client.chat.stream(model=model, messages=MESSAGES, stall_timeout=0.4)
-        texts: list[str] = []
-        with pytest.raises(APITimeoutError):
-            async for text in s.text_stream:
-                texts.append(text)
         assert texts == ["Hello", ","]
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if fake.closed_early:
-                break
-    assert fake.closed_early
+    assert api.wait_until(lambda: fake.closed_early)
 
 
-def test_total_timeout_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_total_timeout(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
     base_url, model = target
     fake.script = Script(texts=["x"] * 50, gap_s=0.1)
-    with Client(base_url, timeout=0.6) as client:
+    with api.open(api.Client(base_url, timeout=0.6)) as client:
         started = time.monotonic()
         with pytest.raises(APITimeoutError, match=r"within 0\.6 s"):
-            client.chat.stream(model=model, messages=MESSAGES).final()
+            api.run(client.chat.stream(model=model, messages=MESSAGES).final())
         assert time.monotonic() - started < 2
+        with pytest.raises(APITimeoutError):  # a per-call timeout overrides the client's
+            api.run(client.chat.stream(model=model, messages=MESSAGES, timeout=0.3).final())
         fake.script = Script()
-        # a per-call timeout overrides the client's
-        client.chat.stream(model=model, messages=MESSAGES, timeout=10).final()
-    assert wait_until(lambda: fake.closed_early)
-
-
-async def test_total_timeout_async(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
-    base_url, model = target
-    fake.script = Script(texts=["x"] * 50, gap_s=0.1)
-    async with AsyncClient(base_url) as client:
-        with pytest.raises(APITimeoutError):
-            await client.chat.stream(model=model, messages=MESSAGES, timeout=0.5).final()
+        api.run(client.chat.stream(model=model, messages=MESSAGES, timeout=10).final())
+    assert api.wait_until(lambda: fake.closed_early)
 
 
 async def test_create_timeout_async(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
@@ -224,21 +189,20 @@ async def test_create_timeout_async(gw: ServerThread, fake: FakeOpenAIUpstream) 
 
 
 
-def test_dropped_connection_sync(target: tuple[str, str], fake: FakeOpenAIUpstream) -> None:
+def test_dropped_connection(api: Api, target: tuple[str, str], fake: FakeOpenAIUpstream,
+                           mock: MockUpstream) -> None:
     """Directly, a drop mid-stream is a connection error; the gateway turns it into its
     error frame (a StreamError carrying the partial text)."""
     base_url, model = target
     fake.script = Script(die_after=2)
-    with Client(base_url) as client, pytest.raises((APIConnectionError, StreamError)) as info:
-        client.chat.stream(model=model, messages=MESSAGES).final()
+    with api.open(api.Client(base_url)) as client, pytest.raises(
+            (APIConnectionError, StreamError)) as info:
+        api.run(client.chat.stream(model=model, messages=MESSAGES).final())
     if "mock" in model:
         assert isinstance(info.value, StreamError) and info.value.partial_text == "Hello,"
     else:
         assert type(info.value) is APIConnectionError
-
-
-async def test_dropped_connection_async(fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(die_after=1)
-    async with AsyncClient(fake.base_url) as client:
-        with pytest.raises(APIConnectionError, match="dropped"):
-            await client.chat.stream(model="m", messages=MESSAGES).final()
+    mock.script = Script(die_after=1)
+    with api.open(api.Client(mock.base_url, http_client=api.http_client(mock))) as client, \
+            pytest.raises(APIConnectionError, match="dropped"):
+        api.run(client.chat.stream(model="m", messages=MESSAGES).final())

@@ -325,3 +325,13 @@ def test_slowloris_connections_are_closed_after_the_header_timeout(
         assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e400", "Infinity"])
+def test_absurd_retry_after_values_are_ignored(gw: ServerThread, fake: FakeOpenAIUpstream,
+                                               value: str) -> None:
+    fake.script = Script(status=503, error_headers={"Retry-After": value,
+                                                    "retry-after-ms": value})
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES})
+    assert r.status_code == 503
+    assert "Retry-After" not in r.headers

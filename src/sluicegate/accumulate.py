@@ -16,10 +16,11 @@ fragment carries ``id``, ``type`` and ``function.name``; later ones append ``arg
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .chunks import Chunk
-from .shaping import StreamShaper
+if TYPE_CHECKING:
+    from .chunks import Chunk
+    from .shaping import StreamShaper
 
 __all__ = ["Accumulator"]
 

@@ -44,6 +44,7 @@ from .errors import (
 )
 from .policy import Policy
 from .providers.base import ChunkStream, Target
+from .retry import retryable_status
 from .schemas import ChatRequest, CompletionRequest
 
 __all__ = ["EmptyStreamError", "Opened", "has_content", "open_first_content", "opener",
@@ -91,7 +92,7 @@ def has_content(chunk: Chunk) -> bool:
 def retryable(exc: BaseException) -> bool:
     """Whether a failure before the first token may be retried or moved past."""
     if isinstance(exc, UpstreamStatusError):
-        return exc.status in (408, 409, 429) or exc.status >= 500
+        return retryable_status(exc.status)
     return isinstance(exc, (UpstreamError, RateLimitError, TimeoutError))
 
 

@@ -10,8 +10,8 @@ connection dropped mid-stream ``APIConnectionError``. Retried: connection errors
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -23,6 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from ..retry import retryable_status
 from ..sse import SSEDecoder
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, status_error
 
@@ -37,7 +38,7 @@ T = TypeVar("T")
 def retryable(exc: BaseException) -> bool:
     """Connection errors (timeouts included) and statuses 408, 409, 429, ≥ 500."""
     if isinstance(exc, APIStatusError):
-        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+        return retryable_status(exc.status_code)
     return isinstance(exc, APIConnectionError)
 
 
@@ -65,6 +66,30 @@ async def with_retries(fn: Callable[[], Awaitable[T]], max_retries: int) -> tupl
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class _Response(Protocol):
+    """What the transport reads of a response (``httpx.Response`` or ``ThreadedResponse``)."""
+
+    status_code: int
+    headers: httpx.Headers
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _HTTPClient(Protocol):
+    """What the transport uses of its client (``httpx.AsyncClient`` or ``ThreadedClient``)."""
+
+    def build_request(self, method: str, url: str, *, content: bytes,
+                      headers: Mapping[str, str]) -> httpx.Request: ...
+
+    async def send(self, request: httpx.Request, *, stream: bool) -> _Response: ...
+
+    async def aclose(self) -> None: ...
+
+
 def _decode(content: bytes) -> object:
     try:
         return orjson.loads(content) if content else None
@@ -82,7 +107,7 @@ def _int_or_none(value: str | None) -> int | None:
 class HTTPSource:
     """One streaming response: SSE events decoded to chunk dicts, ``[DONE]`` ends it."""
 
-    def __init__(self, response: httpx.Response, tries: int = 1) -> None:
+    def __init__(self, response: _Response, tries: int = 1) -> None:
         self._response = response
         self._iter: AsyncIterator[bytes] = response.aiter_bytes()
         self._decoder = SSEDecoder()
@@ -123,29 +148,42 @@ class HTTPSource:
 
 
 class HTTPTransport:
-    """Talks to ``base_url`` (``…/v1``) with a bearer ``api_key`` if given. The httpx client
-    is created on first use, on the loop that uses it."""
+    """Talks to ``base_url`` (``…/v1``) with a bearer ``api_key`` if given.
+
+    ``http_client``: an ``httpx.AsyncClient`` to send with, or an ``httpx.Client`` (its
+    blocking calls then run in worker threads); its own timeouts apply and ``aclose()`` closes
+    it. Without one, an ``httpx.AsyncClient`` (``connect_timeout`` in s, no read limit) is
+    created on first use, on the loop that uses it.
+    """
 
     def __init__(self, base_url: str, api_key: str | None, *, connect_timeout: float | None,
-                 max_retries: int, headers: dict[str, str] | None = None) -> None:
+                 max_retries: int, headers: dict[str, str] | None = None,
+                 http_client: httpx.AsyncClient | httpx.Client | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self._timeout = httpx.Timeout(None, connect=connect_timeout)
         self._headers = {"Accept": "text/event-stream, application/json",
-                         "User-Agent": "sluicegate-python-client", **(headers or {})}
+                         "User-Agent": "sluicegate-python-client",
+                         "Content-Type": "application/json", **(headers or {})}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._client: httpx.AsyncClient | None = None
+        self._client: _HTTPClient | None = None
+        if isinstance(http_client, httpx.Client):
+            from ._threaded_http import ThreadedClient
 
-    def _http(self) -> httpx.AsyncClient:
+            self._client = ThreadedClient(http_client)
+        elif http_client is not None:
+            self._client = http_client
+
+    def _http(self) -> _HTTPClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
+            self._client = httpx.AsyncClient(timeout=self._timeout)
         return self._client
 
-    async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, path: str, body: dict[str, Any]) -> _Response:
         client = self._http()
         request = client.build_request("POST", self.base_url + path, content=orjson.dumps(body),
-                                       headers={"Content-Type": "application/json"})
+                                       headers=self._headers)
         try:
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:

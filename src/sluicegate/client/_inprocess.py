@@ -25,6 +25,8 @@ from ..relay import shaper_for
 from ..router import Router
 from ..schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 from ..shaping import StreamShaper
+from ._source import Engine
+from ._state import StreamState
 from .errors import APIStatusError, status_error
 
 __all__ = ["InProcessSource", "InProcessTransport", "api_error"]
@@ -141,6 +143,22 @@ class InProcessTransport:
         except GatewayError as exc:
             raise api_error(exc) from None
         return InProcessSource(opened, shaper, policy, deadline)
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole answer to a non-streaming ``body``: the stream run and folded into one
+        completion object, as the gateway does. Raises as ``open_stream``."""
+        streaming = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        engine = Engine(lambda: self.open_stream(path, streaming), timeout=None,
+                        stall_timeout=None)
+        state = StreamState("chat" if path.endswith("chat/completions") else "text")
+        try:
+            state.opened(await engine.open(), engine.started)
+            while (batch := await engine.next_batch()) is not None:
+                for raw in batch:
+                    state.process(raw)
+        finally:
+            await engine.aclose()
+        return state.final()
 
     async def aclose(self) -> None:
         """Close the router's providers and local engines."""

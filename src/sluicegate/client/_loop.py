@@ -1,8 +1,9 @@
 """A private event loop in a daemon thread, for the sync client.
 
-The sync ``Client`` drives the same async transports as ``AsyncClient`` (httpx's async client,
-or the gateway's router in-process) on this loop, so both share one implementation of retries
-and timeouts; each network read costs one hop between threads.
+The sync ``Client`` drives the same async transports and streams as ``AsyncClient`` (httpx's
+async client, or the gateway's router in-process) on this loop, so both share one
+implementation of streaming, retries and timeouts; each call of a sync stream (one chunk, one
+``recv``, ``final``...) costs one hop between threads.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..schemas import ChatMessage
 from .errors import SluicegateError
 
 __all__ = ["BuilderError", "ChatRequest", "ChatRequestBuilder", "ImageDetail"]
@@ -126,7 +125,10 @@ def _builder_error(exc: ValidationError) -> BuilderError:
 
 
 def _message_problem(messages: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The first invalid message's field path (``messages.<i>.<key>``) and reason, or None."""
+    """The first invalid message's field path (``messages.<i>.<key>``) and reason, or None.
+    Checked with the gateway's own message model (imported on first use)."""
+    from ..schemas import ChatMessage
+
     for index, message in enumerate(messages):
         try:
             ChatMessage.model_validate(message)

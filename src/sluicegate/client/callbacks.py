@@ -3,9 +3,10 @@ error of a stream.
 
 ``StreamCallbacks(on_start, on_chunk, on_end, on_error)``: ``on_start(metadata)``,
 ``on_chunk(chunk, metadata)``, ``on_end(metadata)``, ``on_error(error)``. A client's callbacks
-run before the call's. In sync streams an async callback runs to completion with
-``asyncio.run`` (in a helper thread when the calling thread already runs a loop); in async
-streams a sync callback is called directly and an async one awaited.
+run before the call's. In async streams a sync callback is called directly and an async one
+awaited. In sync streams every callback runs on the thread consuming the stream (the loop
+thread hands it over and waits, so other streams of the client go on), an async one to
+completion with ``asyncio.run`` (in a helper thread when that thread already runs a loop).
 """
 
 from __future__ import annotations

@@ -13,30 +13,32 @@ from __future__ import annotations
 import asyncio
 import os
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from ..config import GatewayConfig
+import httpx
+
 from ._http import HTTPTransport
-from ._inprocess import InProcessTransport
 from ._loop import LoopThread
 from ._resources import AsyncChat, AsyncCompletions, Chat, Completions
-from ._stream_core import Engine, StreamState
+from ._source import Engine, Transport
 from .callbacks import StreamCallbacks
 from .errors import APITimeoutError
+
+if TYPE_CHECKING:
+    from ..config import GatewayConfig
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncClient", "Client"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8400/v1"
 """Used when neither ``base_url`` nor ``SLUICEGATE_BASE_URL`` is given."""
 
-Transport = HTTPTransport | InProcessTransport
-
 
 class _BaseClient:
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = 600.0, connect_timeout: float | None = 10.0,
                  max_retries: int = 2, callbacks: StreamCallbacks | None = None,
-                 _transport: InProcessTransport | None = None) -> None:
+                 http_client: httpx.Client | httpx.AsyncClient | None = None,
+                 _transport: Transport | None = None) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must not be negative")
         self.base_url = (base_url or os.environ.get("SLUICEGATE_BASE_URL")
@@ -48,12 +50,24 @@ class _BaseClient:
         self.callbacks = callbacks
         self._transport: Transport = _transport or HTTPTransport(
             self.base_url, self.api_key, connect_timeout=connect_timeout,
-            max_retries=max_retries)
+            max_retries=max_retries, http_client=http_client)
+
+    @classmethod
+    def in_process(cls, config: GatewayConfig | None = None, *, timeout: float | None = 600.0,
+                   callbacks: StreamCallbacks | None = None) -> Self:
+        """A client that serves requests itself with the gateway's router (``config``: a
+        ``GatewayConfig``; None: defaults, i.e. the embedded model as ``default``). The
+        gateway's code is imported here, not with the SDK. With ``AsyncClient`` the router runs
+        on the caller's event loop."""
+        from ._inprocess import InProcessTransport
+
+        return cls(timeout=timeout, callbacks=callbacks,
+                   _transport=InProcessTransport(config))
 
     @property
     def is_in_process(self) -> bool:
         """True for a client made by ``in_process()``."""
-        return isinstance(self._transport, InProcessTransport)
+        return not isinstance(self._transport, HTTPTransport)
 
     def _callbacks_for(self, callbacks: StreamCallbacks | None) -> list[StreamCallbacks]:
         return [c for c in (self.callbacks, callbacks) if c is not None]
@@ -68,31 +82,11 @@ class _BaseClient:
     async def _acreate(self, path: str, body: dict[str, Any], limit_s: float | None
                        ) -> dict[str, Any]:
         limit = self.timeout if limit_s is None else limit_s
-        transport = self._transport
         try:
             async with asyncio.timeout(limit):
-                if isinstance(transport, HTTPTransport):
-                    return await transport.post_json(path, body)
-                return await _accumulate(transport, path, body)
+                return await self._transport.post_json(path, body)
         except TimeoutError:
             raise APITimeoutError(f"The request did not finish within {limit} s.") from None
-
-
-async def _accumulate(transport: InProcessTransport, path: str, body: dict[str, Any]
-                      ) -> dict[str, Any]:
-    """In-process non-streaming: run the stream and fold it (as the gateway does)."""
-    streaming = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    engine = Engine(lambda: transport.open_stream(path, streaming), timeout=None,
-                    stall_timeout=None)
-    state = StreamState("chat" if path.endswith("chat/completions") else "text")
-    try:
-        state.opened(await engine.open(), engine.started)
-        while (batch := await engine.next_batch()) is not None:
-            for raw in batch:
-                state.process(raw)
-    finally:
-        await engine.aclose()
-    return state.final()
 
 
 class Client(_BaseClient):
@@ -100,26 +94,23 @@ class Client(_BaseClient):
     ``http://127.0.0.1:8400/v1``); ``api_key``: sent as a bearer token (default
     ``$SLUICEGATE_API_KEY``); ``timeout``: whole request (s, None: no limit);
     ``connect_timeout`` (s); ``max_retries``: tries after the first, before the first token;
-    ``callbacks``: ``StreamCallbacks`` for every stream. Close it with ``close()`` or ``with``.
+    ``callbacks``: ``StreamCallbacks`` for every stream; ``http_client``: an ``httpx.Client``
+    (or ``httpx.AsyncClient``) to send with, e.g. one with a proxy or an
+    ``httpx.MockTransport``; its own timeouts apply and ``close()`` closes it. Close the client
+    with ``close()`` or ``with``.
     """
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = 600.0, connect_timeout: float | None = 10.0,
                  max_retries: int = 2, callbacks: StreamCallbacks | None = None,
-                 _transport: InProcessTransport | None = None) -> None:
+                 http_client: httpx.Client | httpx.AsyncClient | None = None,
+                 _transport: Transport | None = None) -> None:
         super().__init__(base_url, api_key, timeout=timeout, connect_timeout=connect_timeout,
-                         max_retries=max_retries, callbacks=callbacks, _transport=_transport)
+                         max_retries=max_retries, callbacks=callbacks, http_client=http_client,
+                         _transport=_transport)
         self._loop = LoopThread()
         self.chat = Chat(self)
         self.completions = Completions(self)
-
-    @classmethod
-    def in_process(cls, config: GatewayConfig | None = None, *, timeout: float | None = 600.0,
-                   callbacks: StreamCallbacks | None = None) -> Self:
-        """A client that serves requests itself with the gateway's router (``config``: a
-        ``GatewayConfig``; None: defaults, i.e. the embedded model as ``default``)."""
-        return cls(timeout=timeout, callbacks=callbacks,
-                   _transport=InProcessTransport(config))
 
     def _create(self, path: str, body: dict[str, Any], timeout: float | None
                 ) -> dict[str, Any]:
@@ -138,24 +129,23 @@ class Client(_BaseClient):
 
 
 class AsyncClient(_BaseClient):
-    """The async client; arguments as ``Client``. Use it on one event loop; close it with
-    ``await aclose()`` or ``async with``."""
+    """The async client; arguments as ``Client`` (``http_client``: an ``httpx.AsyncClient``,
+    else ``TypeError``). Use it on one event loop; close it with ``await aclose()`` or
+    ``async with``."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  timeout: float | None = 600.0, connect_timeout: float | None = 10.0,
                  max_retries: int = 2, callbacks: StreamCallbacks | None = None,
-                 _transport: InProcessTransport | None = None) -> None:
+                 http_client: httpx.AsyncClient | None = None,
+                 _transport: Transport | None = None) -> None:
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError("AsyncClient's http_client must be an httpx.AsyncClient, not "
+                            f"{type(http_client).__name__}")
         super().__init__(base_url, api_key, timeout=timeout, connect_timeout=connect_timeout,
-                         max_retries=max_retries, callbacks=callbacks, _transport=_transport)
+                         max_retries=max_retries, callbacks=callbacks, http_client=http_client,
+                         _transport=_transport)
         self.chat = AsyncChat(self)
         self.completions = AsyncCompletions(self)
-
-    @classmethod
-    def in_process(cls, config: GatewayConfig | None = None, *, timeout: float | None = 600.0,
-                   callbacks: StreamCallbacks | None = None) -> Self:
-        """As ``Client.in_process``; the router runs on the caller's event loop."""
-        return cls(timeout=timeout, callbacks=callbacks,
-                   _transport=InProcessTransport(config))
 
     async def _create(self, path: str, body: dict[str, Any], limit_s: float | None
                       ) -> dict[str, Any]:

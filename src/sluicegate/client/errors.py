@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..providers.http import retry_after
+from ..retry import retry_after
 
 __all__ = [
     "APIConnectionError",

@@ -13,17 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 __all__ = ["ProgressSink", "ProgressTracker", "RichProgress"]
 
@@ -182,14 +176,23 @@ class RichProgress:
     and remove it (``transient=True`` erases it when it stops).
 
     ``tracker`` defaults to a fresh ``ProgressTracker()``; without an expectation the bar pulses.
-    ``console`` defaults to rich's console (standard output).
+    ``console`` defaults to rich's console (standard output). rich is imported here, on first
+    use, not with the SDK.
     """
 
     def __init__(self, tracker: ProgressTracker | None = None, console: Console | None = None,
                  *, description: str = "Generating", transient: bool = False) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.tracker = tracker if tracker is not None else ProgressTracker()
         self.description = description
-        self.progress = Progress(
+        self.progress: Progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
             TaskProgressColumn(),

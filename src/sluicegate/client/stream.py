@@ -1,29 +1,36 @@
-"""Streams of typed chunks: ``ChatStream`` / ``CompletionStream`` (sync) here, and
-``AsyncChatStream`` / ``AsyncCompletionStream`` (from ``_stream_async``), ``StreamStats`` and
-``StreamMetadata`` re-exported.
+"""Streams of typed chunks: ``ChatStream`` / ``CompletionStream`` (sync) here,
+``AsyncChatStream`` / ``AsyncCompletionStream`` (the implementation, in ``_async_stream``),
+``StreamStats`` and ``StreamMetadata`` re-exported.
 
-A stream opens its connection at first use (iteration, ``recv``, ``final``, ``with``). It yields
-every chunk, the usage chunk (``choices == []``) included. Errors raised while streaming:
-``APIStatusError`` subclasses (a status before the stream), ``APIConnectionError``,
-``APITimeoutError`` (``timeout`` / ``stall_timeout``), ``StreamError`` (the mid-stream error
-frame, with ``partial_text``), ``StreamClosedError`` (use after ``close()``). Any error, a
-``break`` out of a loop, or ``close()`` closes the connection.
+A sync stream drives its async twin on the client's private loop thread: each method is one
+call into it (``iter``, ``next``, ``recv``, ``final``, ``close``), so both behave the same.
+Opening, errors and closing are described in ``_async_stream``: the connection opens at first
+use; ``APIStatusError`` subclasses, ``APIConnectionError``, ``APITimeoutError``, ``StreamError``
+and ``StreamClosedError`` are raised as they are; any error, a ``break``, ``close()`` (also from
+another thread: a read waiting in the consuming thread then raises ``StreamClosedError``) or
+dropping the stream closes the connection.
+
+Callbacks of a sync stream run on the thread that consumes it (the one in ``for`` / ``recv`` /
+``final`` / ``with``): the loop thread hands each call over and waits for it, so the stream
+pauses while its callback runs but the client's other streams go on. An async callback runs
+there with ``asyncio.run`` (in a helper thread when that thread already runs a loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterator
+import contextvars
+import queue
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, Generic, NoReturn, Self
+from typing import Any, Generic, Self, TypeVar
 
+from ._async_stream import AsyncChatStream, AsyncCompletionStream, ChunkT, FinalT, _AsyncStream
 from ._loop import LoopThread
-from ._stream_async import AsyncChatStream, AsyncCompletionStream
-from ._stream_base import PENDING, ChunkT, FinalT, Pending, StreamBase
-from ._stream_core import Engine, StreamMetadata, StreamStats
-from .buffering import FlushPolicy
-from .callbacks import call_callback
+from ._source import Engine
+from ._state import StateView, StreamMetadata, StreamStats
+from .callbacks import Callback, call_callback
 from .errors import StreamClosedError
 from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
 
@@ -36,221 +43,170 @@ __all__ = [
     "StreamStats",
 ]
 
+T = TypeVar("T")
 
-class _SyncStream(StreamBase[ChunkT, FinalT], Generic[ChunkT, FinalT]):
-    """The sync stream: the transport runs on the client's private loop thread."""
+# A callback to run on the consuming thread: (callback, args, the loop's future for its result).
+_Call = tuple[Callback, tuple[Any, ...], asyncio.Future[Any]]
+
+_caller: contextvars.ContextVar[queue.SimpleQueue[_Call | None] | None] = (
+    contextvars.ContextVar("sluicegate_stream_caller", default=None))
+"""Inside an operation of a sync stream: where the thread waiting for it takes callbacks."""
+
+
+async def _invoke_on_caller(fn: Callback, *args: Any) -> Any:
+    """The sync streams' ``Invoker``: hand ``fn(*args)`` to the consuming thread and wait."""
+    calls = _caller.get()
+    if calls is None:  # nobody waiting (not expected): keep the loop free anyway
+        return await asyncio.to_thread(call_callback, fn, *args)
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    calls.put((fn, args, done))
+    return await done
+
+
+def _settle(done: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
+    if done.done():  # the operation was cancelled meanwhile
+        return
+    if error is None:
+        done.set_result(result)
+    else:
+        done.set_exception(error)
+
+
+async def _anext(items: AsyncGenerator[T, None]) -> T:
+    return await anext(items)
+
+
+class _SyncStream(StateView, Generic[ChunkT, FinalT]):
+    """Runs an ``_AsyncStream`` on the client's ``LoopThread`` (and shows its state: ``usage``,
+    ``stats``, ``metadata``)."""
+
+    _async_type: type[_AsyncStream[ChunkT, FinalT]]
 
     def __init__(self, engine: Engine, runner: LoopThread, **kwargs: Any) -> None:
-        super().__init__(engine, **kwargs)
         self._runner = runner
-        self._inflight: concurrent.futures.Future[list[dict[str, Any]] | None] | None = None
-        self._task: asyncio.Task[Any] | None = None
+        self._stream: _AsyncStream[ChunkT, FinalT] = self._async_type(
+            engine, invoke=_invoke_on_caller, **kwargs)
+        self._state = self._stream._state
+        self._op: asyncio.Task[Any] | None = None  # the operation running on the loop
 
-    # -- plumbing ------------------------------------------------------------------------------
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop thread and return its result, serving its callbacks on this
+        thread meanwhile. Raises what it raises; ``StreamClosedError`` if ``close()`` cut it."""
+        calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
 
-    def _fail(self, exc: BaseException) -> NoReturn:
-        if isinstance(exc, concurrent.futures.CancelledError):
-            # Closed from another thread while a read was waiting: the user's own doing, so
-            # a StreamClosedError for the reader and no on_error.
-            self._ended = self._closed = True
-            self._close_engine()
-            self._finish_progress()
-            raise StreamClosedError("The stream was closed.") from None
-        self._ended = True
-        if isinstance(exc, Exception):
-            self._failed = exc
-        else:
-            self._closed = True
-        self._close_engine()
-        self._finish_progress()
-        if isinstance(exc, Exception):
-            for callbacks in self._callbacks:
-                if callbacks.on_error is not None:
-                    call_callback(callbacks.on_error, exc)
-        raise exc
-
-    def _open(self) -> None:
-        self._check()
-        if self._opened:
-            return
-        try:
-            source = self._runner.run(self._engine.open())
-        except BaseException as exc:
-            self._fail(exc)
-        self._opened_with(source)
-        for callbacks in self._callbacks:
-            if callbacks.on_start is not None:
-                call_callback(callbacks.on_start, self._state.metadata())
-
-    async def _next_batch(self) -> list[dict[str, Any]] | None:
-        self._task = asyncio.current_task()
-        return await self._engine.next_batch()
-
-    def _pull(self, wait: float | None) -> list[dict[str, Any]] | Pending | None:
-        fut = self._inflight
-        if fut is None:
-            fut = self._inflight = self._runner.submit(self._next_batch())
-        try:
-            return fut.result(wait)
-        except concurrent.futures.TimeoutError:
-            if not fut.done():
-                return PENDING
-            raise
-        finally:
-            if fut.done():
-                self._inflight = None
-
-    def _next(self, wait: float | None = None) -> ChunkT | Pending | None:
-        """The next chunk, None at the clean end, PENDING if none came within ``wait`` s."""
-        try:
-            return self._step(wait)
-        except BaseException:
-            if not self._ended:  # e.g. a callback raised: the stream is abandoned
-                self.close()
-            raise
-
-    def _step(self, wait: float | None) -> ChunkT | Pending | None:
-        self._open()
-        while not self._queue:
-            if self._ended:
-                return None
+        async def operation() -> T:
+            _caller.set(calls)
+            task = self._op = asyncio.current_task()
             try:
-                batch = self._pull(wait)
-            except BaseException as exc:
-                self._fail(exc)
-            if isinstance(batch, Pending):
-                return batch
-            if batch is None:
-                self._ended = True
-                self._finish_progress()
-                metadata = self._state.metadata()
-                for callbacks in self._callbacks:
-                    if callbacks.on_end is not None:
-                        call_callback(callbacks.on_end, metadata)
-                return None
-            self._queue.extend(batch)
+                return await coro
+            finally:
+                if self._op is task:
+                    self._op = None
+
+        pending = operation()
         try:
-            chunk = self._account(self._queue.popleft())
-        except BaseException as exc:
-            self._fail(exc)
-        if self._callbacks:
-            metadata = self._state.metadata()
-            for callbacks in self._callbacks:
-                if callbacks.on_chunk is not None:
-                    call_callback(callbacks.on_chunk, chunk, metadata)
-        return chunk
+            loop = self._runner.loop
+            future = self._runner.submit(pending)
+        except BaseException:  # the client is closed
+            pending.close()
+            coro.close()
+            raise
+        future.add_done_callback(lambda _: calls.put(None))
+        try:
+            while (call := calls.get()) is not None:
+                fn, args, done = call
+                result, error = None, None
+                try:
+                    result = call_callback(fn, *args)
+                except Exception as exc:
+                    error = exc
+                loop.call_soon_threadsafe(_settle, done, result, error)
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise StreamClosedError("The stream was closed.") from None
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt here: stop the operation too
+            raise
 
-    def _next_chunk(self) -> ChunkT | None:
-        item = self._next()
-        assert not isinstance(item, Pending)
-        return item
+    def _drive(self, items: AsyncGenerator[T, None]) -> Iterator[T]:
+        """``items`` as a sync iterator: one loop call per item; closing it closes ``items``."""
+        try:
+            while True:
+                try:
+                    item = self._call(_anext(items))
+                except StopAsyncIteration:
+                    return
+                yield item
+        except GeneratorExit:
+            if self._runner.running:
+                self._call(items.aclose())
+            raise
 
-    def _close_engine(self) -> None:
-        if not self._runner.running:
-            return
-        task = self._task
-        engine = self._engine
-
-        async def stop() -> None:
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.wait([task])
-            await engine.aclose()
-
-        self._inflight = None
-        self._runner.run(stop())
+    async def _aclose(self) -> None:
+        task = self._op
+        if task is not None and not task.done():
+            task.cancel()  # a read waiting in another thread
+            await asyncio.wait([task])
+        await self._stream.aclose()
 
     # -- public --------------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called (or its ``with`` block exited)."""
+        return self._stream.closed
+
     def __iter__(self) -> Iterator[ChunkT]:
         """Every chunk (typed), the usage chunk included."""
-        self._check()
-        return self._iterate()
-
-    def _iterate(self) -> Iterator[ChunkT]:
-        try:
-            while (chunk := self._next_chunk()) is not None:
-                yield chunk
-        except GeneratorExit:
-            self.close()
-            raise
+        self._stream._check()
+        return self._drive(self._stream._iterate())
 
     @property
     def text_stream(self) -> Iterator[str]:
         """Content deltas of choice 0 only (str, empty ones skipped)."""
-        self._check()
-        return self._texts()
-
-    def _texts(self) -> Iterator[str]:
-        try:
-            while self._next_chunk() is not None:
-                if self._last_text:
-                    yield self._last_text
-        except GeneratorExit:
-            self.close()
-            raise
+        self._stream._check()
+        return self._drive(self._stream._texts())
 
     def buffered_text(self) -> Iterator[str]:
         """Choice 0's text in pieces of at least ``flush_chars`` characters or gathered over at
         most ``flush_ms`` ms, whichever comes first; the first piece is never held back."""
-        self._check()
-        return self._buffered()
-
-    def _buffered(self) -> Iterator[str]:
-        policy = FlushPolicy(self._flush_chars, self._flush_ms)
-        try:
-            while True:
-                item = self._next(policy.due_in())
-                if item is None:
-                    break
-                out = policy.flush() if isinstance(item, Pending) else policy.add(self._last_text)
-                if out:
-                    yield out
-            if rest := policy.flush():
-                yield rest
-        except GeneratorExit:
-            self.close()
-            raise
+        self._stream._check()
+        return self._drive(self._stream._buffered())
 
     def recv(self) -> ChunkT:
         """The next chunk. Raises ``StopIteration`` at the clean end."""
-        self._check()
-        chunk = self._next_chunk()
-        if chunk is None:
-            raise StopIteration
-        return chunk
+        try:
+            return self._call(self._stream.recv())
+        except StopAsyncIteration:
+            raise StopIteration from None
 
     def final(self) -> FinalT:
         """Read the rest and return the whole completion: every choice (n), tool calls rebuilt
         from their deltas, finish reasons, usage. Raises what the stream raises."""
-        if self._final is not None:
-            return self._final
-        self._check()
-        while self._next_chunk() is not None:
-            pass
-        return self._build_final()
+        return self._call(self._stream.final())
 
     def close(self) -> None:
-        """Close the connection. Idempotent; using the stream afterwards raises
-        ``StreamClosedError``."""
-        if self._closed:
+        """Close the connection (from any thread). Idempotent; using the stream afterwards
+        raises ``StreamClosedError``."""
+        stream = self._stream
+        if stream.closed:
             return
-        self._closed = True
-        if not self._ended:
-            self._ended = True
-            self._close_engine()
-            self._finish_progress()
+        if self._runner.running:
+            self._runner.run(self._aclose())
+        elif stream._mark_closed():  # the loop is gone, and the connection with it
+            stream._finish_progress()
 
     def __del__(self) -> None:
         # A stream dropped while open (e.g. after a few ``recv()``) releases its connection.
         try:
-            if self._opened and not self._ended and self._runner.running:
-                self._runner.submit(self._engine.aclose())
+            stream = self._stream
+            if stream._opened and not stream._ended and self._runner.running:
+                self._runner.submit(stream.aclose())
         except Exception:  # interpreter shutdown, loop already stopped
             pass
 
     def __enter__(self) -> Self:
-        self._open()
+        self._call(self._stream.__aenter__())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -261,14 +217,10 @@ class _SyncStream(StreamBase[ChunkT, FinalT], Generic[ChunkT, FinalT]):
 class ChatStream(_SyncStream[ChatCompletionChunk, ChatCompletion]):
     """A chat completion stream (sync). ``final()`` returns a ``ChatCompletion``."""
 
-    _kind = "chat"
-    _chunk_type = ChatCompletionChunk
-    _final_type = ChatCompletion
+    _async_type = AsyncChatStream
 
 
 class CompletionStream(_SyncStream[CompletionChunk, Completion]):
     """A text completion stream (sync). ``final()`` returns a ``Completion``."""
 
-    _kind = "text"
-    _chunk_type = CompletionChunk
-    _final_type = Completion
+    _async_type = AsyncCompletionStream

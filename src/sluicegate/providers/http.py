@@ -36,6 +36,7 @@ from ..errors import (
     UpstreamTimeoutError,
 )
 from ..redact import register_env
+from ..retry import retry_after
 from ..schemas import ChatRequest, CompletionRequest
 from .base import ChunkStream, Target
 
@@ -46,23 +47,6 @@ log = logging.getLogger("sluicegate.providers")
 
 MAX_ERROR_BODY = 64 * 1024
 _DRAIN_TIMEOUT_S = 0.5
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (ms) or ``retry-after`` (s); None if absent."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    seconds = headers.get("retry-after")
-    if seconds:
-        try:
-            return float(seconds)
-        except ValueError:
-            return None
-    return None
 
 
 def _loads_or_none(body: bytes) -> Any:

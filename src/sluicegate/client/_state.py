@@ -1,47 +1,23 @@
-"""What sync and async streams share: the source protocol, the engine (lazy open, timeouts),
-the stats and the per-chunk bookkeeping (usage, text, accumulation for ``final()``)."""
+"""The state of one stream, without I/O: ``StreamStats``, ``StreamMetadata`` and
+``StreamState``, the per-chunk bookkeeping (stats, usage, choice 0's text, the accumulation for
+``final()``, error frames). The stream classes (``stream``) feed it the chunk dicts they read."""
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..accumulate import Accumulator
-from .errors import APITimeoutError, StreamClosedError, StreamError
+from .errors import StreamError
 from .types import CompletionUsage
 
-__all__ = ["Engine", "Opener", "Source", "StreamMetadata", "StreamState", "StreamStats"]
+if TYPE_CHECKING:
+    from ._source import Source
+
+__all__ = ["Kind", "StateView", "StreamMetadata", "StreamState", "StreamStats"]
 
 Kind = Literal["chat", "text"]
-
-
-class Source(Protocol):
-    """An open stream of chunk dicts from one transport (HTTP or in-process).
-
-    ``provider`` / ``model`` / ``attempts``: the route that served it (the gateway's
-    ``X-Sluicegate-*`` headers, or the router's own answer); None when unknown.
-    """
-
-    provider: str | None
-    model: str | None
-    attempts: int | None
-    request_id: str | None
-
-    async def next_batch(self) -> list[dict[str, Any]] | None:
-        """The chunks of the next read (never empty), or None at the clean end. Raises
-        ``APIConnectionError`` when the connection drops."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release the connection (idempotent)."""
-        ...
-
-
-Opener = Callable[[], Awaitable[Source]]
 
 
 @dataclass(slots=True)
@@ -82,91 +58,6 @@ class StreamMetadata:
     finish_reason: str | None = None
     total_tokens: int | None = None
     ttft_ms: float | None = None
-
-
-class Engine:
-    """Opens the source on first use and reads batches under the time limits.
-
-    ``timeout`` (s) bounds the whole request from its start (retries included);
-    ``stall_timeout`` (s) bounds each wait for the next read once the response is open. Either
-    firing closes the source and raises ``APITimeoutError``. Any failure closes the source.
-    """
-
-    def __init__(self, opener: Opener, *, timeout: float | None,
-                 stall_timeout: float | None) -> None:
-        self._opener = opener
-        self.timeout = timeout
-        self.stall_timeout = stall_timeout
-        self.source: Source | None = None
-        self.started: float | None = None  # time.perf_counter() at the request start
-        self._deadline: float | None = None  # loop time
-        self.ended = False
-        self.closed = False
-
-    def _start(self) -> None:
-        if self.started is None:
-            self.started = time.perf_counter()
-            if self.timeout is not None:
-                self._deadline = asyncio.get_running_loop().time() + self.timeout
-
-    async def open(self) -> Source:
-        """Open the source (once). Raises ``APIStatusError``, ``APIConnectionError``,
-        ``APITimeoutError``."""
-        if self.source is not None:
-            return self.source
-        if self.closed:
-            raise StreamClosedError("The stream is closed.")
-        self._start()
-        try:
-            async with asyncio.timeout_at(self._deadline):
-                source = await self._opener()
-            self.source = source
-            if self.closed:
-                # Closed (e.g. from another thread) while opening: release what just opened.
-                await source.aclose()
-                raise StreamClosedError("The stream was closed while it was opening.")
-        except TimeoutError:
-            await self.aclose()
-            raise APITimeoutError(
-                f"The request did not finish within {self.timeout} s.") from None
-        except BaseException:
-            await self.aclose()
-            raise
-        return self.source
-
-    async def next_batch(self) -> list[dict[str, Any]] | None:
-        """The next chunk dicts, or None at the clean end (the source is then closed)."""
-        if self.ended:
-            return None
-        source = await self.open()
-        loop = asyncio.get_running_loop()
-        stall_at = None if self.stall_timeout is None else loop.time() + self.stall_timeout
-        limit = min(stall_at if stall_at is not None else math.inf,
-                    self._deadline if self._deadline is not None else math.inf)
-        try:
-            async with asyncio.timeout_at(None if limit == math.inf else limit):
-                batch = await source.next_batch()
-        except TimeoutError:
-            await self.aclose()
-            if self._deadline is not None and limit == self._deadline:
-                raise APITimeoutError(
-                    f"The request did not finish within {self.timeout} s.") from None
-            raise APITimeoutError(
-                f"No data from the server for {self.stall_timeout} s.") from None
-        except BaseException:
-            await self.aclose()
-            raise
-        if batch is None:
-            self.ended = True
-            await self.aclose()
-        return batch
-
-    async def aclose(self) -> None:
-        """Close the source (idempotent)."""
-        self.closed = True
-        source = self.source
-        if source is not None:
-            await source.aclose()
 
 
 class StreamState:
@@ -280,3 +171,24 @@ class StreamState:
         usage = self.usage.model_dump(exclude_defaults=False) if self.usage else None
         return self.accumulator.build(self.kind, self.id or "", self.created,
                                       self.model or "", usage)
+
+
+class StateView:
+    """The read-only properties every stream class (sync and async) shows of its state."""
+
+    _state: StreamState
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        """Token usage, once the usage chunk has arrived (None before)."""
+        return self._state.usage
+
+    @property
+    def stats(self) -> StreamStats:
+        """Live ``StreamStats`` (ms, s, tokens, characters)."""
+        return self._state.stats
+
+    @property
+    def metadata(self) -> StreamMetadata:
+        """A ``StreamMetadata`` snapshot, as callbacks receive it."""
+        return self._state.metadata()
