@@ -10,8 +10,37 @@ from .stream import AsyncChatStream, AsyncCompletionStream, ChatStream, Completi
 from .types import ChatCompletion, ChatCompletionChunk, Completion
 
 if TYPE_CHECKING:
+    from ._loop import LoopThread
+    from ._source import Engine
     from .batch import BatchRequest
-    from .client import AsyncClient, Client
+
+
+class _Owner(Protocol):
+    """What a resource uses of its client (``Client`` / ``AsyncClient``): a protocol, so this
+    module needs no import of ``client`` (which imports it)."""
+
+    def _engine(self, path: str, body: dict[str, Any], timeout: float | None,
+                stall_timeout: float | None) -> Engine: ...
+
+    def _callbacks_for(self, callbacks: StreamCallbacks | None) -> list[StreamCallbacks]: ...
+
+
+class Client(_Owner, Protocol):
+    _loop: LoopThread
+
+    @property
+    def chat(self) -> Chat: ...
+
+    def _create(self, path: str, body: dict[str, Any], timeout: float | None
+                ) -> dict[str, Any]: ...
+
+
+class AsyncClient(_Owner, Protocol):
+    @property
+    def chat(self) -> AsyncChat: ...
+
+    async def _create(self, path: str, body: dict[str, Any], limit_s: float | None
+                      ) -> dict[str, Any]: ...
 
 __all__ = ["AsyncChat", "AsyncCompletions", "Chat", "Completions", "chat_body",
            "completion_body"]

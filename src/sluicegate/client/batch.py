@@ -17,14 +17,36 @@ import itertools
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from .builder import ChatRequest
 from .types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
     from .stream import AsyncChatStream, ChatStream
+
+
+class _Chat(Protocol):
+    def stream(self, *args: Any, **kwargs: Any) -> ChatStream: ...
+
+
+class _AsyncChat(Protocol):
+    def stream(self, *args: Any, **kwargs: Any) -> AsyncChatStream: ...
+
+
+class Client(Protocol):
+    """What a batch uses of a ``Client``: ``chat.stream`` (a protocol, so this module needs no
+    import of ``client``)."""
+
+    @property
+    def chat(self) -> _Chat: ...
+
+
+class AsyncClient(Protocol):
+    """What a batch uses of an ``AsyncClient``: ``chat.stream``."""
+
+    @property
+    def chat(self) -> _AsyncChat: ...
 
 __all__ = ["BatchRequest", "arun_many", "astream_many", "run_many", "stream_many"]
 
