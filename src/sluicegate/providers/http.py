@@ -44,7 +44,7 @@ __all__ = ["END", "SKIP", "HTTPProvider", "MalformedEvent", "UpstreamStream", "c
 MAX_ERROR_BODY = 64 * 1024
 _DRAIN_TIMEOUT_S = 0.5
 
-E = TypeVar("E")  # one decoded SSE event: its data (bytes), or a whole ServerSentEvent
+EventT = TypeVar("EventT")  # one decoded SSE event: its data (bytes), or a whole ServerSentEvent
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -117,14 +117,14 @@ SKIP = 2
 counts as malformed nor ends a run of malformed events."""
 
 
-class UpstreamStream(ChunkStream, Generic[E]):
+class UpstreamStream(ChunkStream, Generic[EventT]):
     """A ChunkStream that owns one upstream SSE response and runs the byte loop for every
     dialect: each network read (``iter_any``) is SSE-decoded and becomes one batch
     (``list[Chunk]``) of what its events translate to.
 
     A dialect supplies hooks only:
 
-    - ``_feed()``: the decoder call for one read, returning the completed events (type ``E``).
+    - ``_feed()``: the decoder call for one read, returning the completed events (type ``EventT``).
       The default is ``SSEDecoder.feed_data`` (``bytes`` of each ``data``, the fast path of
       data-only dialects); a dialect that needs event names returns ``SSEDecoder().feed``;
     - ``_event(event, batch)``: decode one event and append its chunks to ``batch``. Returns
@@ -146,10 +146,10 @@ class UpstreamStream(ChunkStream, Generic[E]):
         self._response = response
         self._done = False
 
-    def _feed(self) -> Callable[[bytes], list[E]]:
-        return cast(Callable[[bytes], list[E]], SSEDecoder().feed_data)
+    def _feed(self) -> Callable[[bytes], list[EventT]]:
+        return cast(Callable[[bytes], list[EventT]], SSEDecoder().feed_data)
 
-    def _event(self, event: E, batch: list[Chunk]) -> int | None:
+    def _event(self, event: EventT, batch: list[Chunk]) -> int | None:
         raise NotImplementedError
 
     def _body_end(self) -> list[Chunk]:
