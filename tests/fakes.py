@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 import orjson
 from aiohttp import web
@@ -104,6 +104,111 @@ def free_port() -> int:
 
 
 @dataclass
+class Received:
+    """One request a fake upstream got: path, headers, JSON body (``empty`` when there was none,
+    see ``FakeUpstream.record``), method, query and the peer's port."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+    method: str = "POST"
+    query: dict[str, str] = field(default_factory=dict)
+    peer_port: int = 0
+
+
+S = TypeVar("S")
+
+
+class FakeUpstream(Generic[S]):
+    """Base of the scripted fake upstreams: serves ``routes()`` on loopback (``base_url`` is the
+    server's URL + ``prefix``), holds the ``script`` for the next requests (``new_script()``
+    after ``reset()``), and records every request (``received``), every stream the peer left
+    before its end (``closed_early``, monotonic s) and every stream sent to its end
+    (``completed``)."""
+
+    prefix = "/v1"
+
+    def __init__(self, new_script: Callable[[], S]) -> None:
+        self._new_script = new_script
+        self.script = new_script()
+        self.received: list[Received] = []
+        self.closed_early: list[float] = []
+        self.completed = 0
+        self.server: ServerThread | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        def app() -> web.Application:
+            app = web.Application()
+            app.add_routes(self.routes())
+            return app
+
+        self.server = ServerThread.serve(app)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def reset(self) -> None:
+        """A fresh script, no records."""
+        self.script = self._new_script()
+        self.received.clear()
+        self.closed_early.clear()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return self.server.url + self.prefix
+
+    async def record(self, request: web.Request, empty: Any = None) -> Received:
+        """Read the request's JSON body (``empty`` if it has none) and record the request."""
+        raw = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        received = Received(request.path, dict(request.headers),
+                            orjson.loads(raw) if raw else empty, request.method,
+                            dict(request.query), int(peer[1]) if peer else 0)
+        self.received.append(received)
+        return received
+
+    @staticmethod
+    def error_response(status: int, body: Any, headers: dict[str, str]) -> web.Response:
+        """A status error with a JSON body, before any stream."""
+        return web.Response(status=status, body=orjson.dumps(body),
+                            content_type="application/json", headers=headers)
+
+    @staticmethod
+    def abort(request: web.Request) -> None:
+        """Drop the connection at once (no end of body)."""
+        if request.transport is not None:
+            request.transport.abort()
+
+    async def stream(self, request: web.Request,
+                     send: Callable[[web.StreamResponse], Awaitable[bool | None]], *,
+                     headers: dict[str, str] | None = None,
+                     headers_delay_s: float = 0.0) -> web.StreamResponse:
+        """Answer ``text/event-stream`` (plus ``headers``), after ``headers_delay_s`` of silence,
+        with what ``send(response)`` writes. ``send`` returns False when it dropped the
+        connection on purpose (not counted as completed); a peer that leaves while it writes is
+        recorded in ``closed_early``."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               **(headers or {})})
+        if headers_delay_s:
+            await asyncio.sleep(headers_delay_s)  # a model loading, a queue
+        await response.prepare(request)
+        try:
+            finished = await send(response) is not False
+        except (ConnectionError, asyncio.CancelledError):
+            self.closed_early.append(time.monotonic())
+            raise
+        if finished:
+            self.completed += 1
+        return response
+
+
+@dataclass
 class Script:
     """What the fake upstream does with the next requests."""
 
@@ -127,85 +232,42 @@ class Script:
     raw_chunks: list[dict[str, Any]] | None = None  # sent as is (over id/model/...), then [DONE]
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeOpenAIUpstream:
+class FakeOpenAIUpstream(FakeUpstream[Script]):
     """A scripted OpenAI-dialect server. ``script`` may be replaced between requests."""
 
     def __init__(self) -> None:
-        self.script = Script()
+        super().__init__(Script)
         self.queue: list[Script] = []  # scripts for the next requests, before ``script``
         self.sent = 0  # content chunks written, over all requests
-        self.received: list[Received] = []
-        self.closed_early: list[float] = []  # monotonic times the peer went away mid-stream
-        self.completed = 0
-        self.server: ServerThread | None = None
 
-    def start(self) -> FakeOpenAIUpstream:
-        def app() -> web.Application:
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self._handle)
-            app.router.add_post("/v1/completions", self._handle)
-            app.router.add_get("/v1/models", self._models)
-            return app
-
-        self.server = ServerThread.serve(app)
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.url + "/v1"
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self._handle),
+                web.post("/v1/completions", self._handle),
+                web.get("/v1/models", self._models)]
 
     async def _models(self, request: web.Request) -> web.Response:
-        self.received.append(Received(request.path, dict(request.headers), {}))
+        await self.record(request, {})
         return web.json_response({"object": "list", "data": [
             {"id": "fake-model-a", "object": "model", "created": 0, "owned_by": "fake"},
             {"id": "fake-model-b", "object": "model", "created": 0, "owned_by": "fake"},
         ]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
-        self.received.append(Received(request.path, dict(request.headers), body))
+        body = (await self.record(request)).body
         script = self.queue.pop(0) if self.queue else self.script
         if script.status != 200:
-            return web.Response(
-                status=script.status,
-                body=orjson.dumps(script.error_body or {"error": {"message": "fake failure",
-                                                                  "type": "server_error",
-                                                                  "param": None,
-                                                                  "code": None}}),
-                content_type="application/json",
-                headers=script.error_headers,
-            )
+            return self.error_response(
+                script.status,
+                script.error_body or {"error": {"message": "fake failure", "type": "server_error",
+                                                "param": None, "code": None}},
+                script.error_headers)
         chat = request.path.endswith("/chat/completions")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        if script.headers_delay_s:
-            await asyncio.sleep(script.headers_delay_s)  # a model loading, a queue
-        await response.prepare(request)
-        finished = False
-        try:
-            await self._stream(response, body, script, chat)
-            finished = True
-        except (ConnectionError, asyncio.CancelledError):
-            self.closed_early.append(time.monotonic())
-            raise
-        finally:
-            if finished:
-                self.completed += 1
-        return response
+        return await self.stream(
+            request, lambda response: self._stream(request, response, body, script, chat),
+            headers_delay_s=script.headers_delay_s)
 
-    async def _stream(self, response: web.StreamResponse, body: dict[str, Any], script: Script,
-                      chat: bool) -> None:
+    async def _stream(self, request: web.Request, response: web.StreamResponse,
+                      body: dict[str, Any], script: Script, chat: bool) -> None:
         base = {"id": "upstream-id-1", "created": 1700000000, "model": body.get("model"),
                 "object": "chat.completion.chunk" if chat else "text_completion",
                 "system_fingerprint": "fp_fake"}
@@ -239,11 +301,8 @@ class FakeOpenAIUpstream:
                 await send({**base, "choices": [choice(i, None, None, role=True)]})
         for k, text in enumerate(script.texts):
             if script.die_after is not None and k == script.die_after:
-                assert response._payload_writer is not None
-                transport = response._req.transport if response._req else None
-                if transport is not None:
-                    transport.abort()
-                return
+                self.abort(request)
+                return  # counted as completed, as it always was
             if script.error_after is not None and k == script.error_after:
                 await send({**base, "error": {"message": "Provider disconnected",
                                               "type": "server_error", "code": 502},

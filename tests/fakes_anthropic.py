@@ -3,21 +3,20 @@
 ``POST /v1/messages`` streams the script's events byte for byte as Anthropic frames them
 (``event: <name>\\ndata: <json>\\n\\n``), or answers a status error before the stream.
 ``GET /v1/models`` lists ``models`` in Anthropic's page shape. Both check ``x-api-key`` and answer
-401 ``authentication_error`` for a wrong key. Every request (path, headers, JSON body, peer
-port) is recorded, and so is every stream the gateway closed early.
+401 ``authentication_error`` for a wrong key. Requests and streams the gateway closed early are
+recorded as by every fake (``fakes.FakeUpstream``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .fakes import ServerThread
+from .fakes import FakeUpstream
 
 Event = tuple[str, dict[str, Any]]
 
@@ -109,64 +108,26 @@ class AnthropicScript:
     eof_delay_s: float = 0.0  # pause between the last event and the body's end
 
 
-@dataclass
-class AnthropicReceived:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: dict[str, Any] | None
-    peer_port: int
-
-
-class FakeAnthropicUpstream:
+class FakeAnthropicUpstream(FakeUpstream[AnthropicScript]):
     """A scripted Messages server; ``script`` may be replaced between requests."""
 
     def __init__(self, key: str, models: list[str] | None = None) -> None:
+        super().__init__(AnthropicScript)
         self.key = key
         self.models = models if models is not None else ["claude-test", "claude-other"]
-        self.script = AnthropicScript()
-        self.received: list[AnthropicReceived] = []
-        self.closed_early: list[float] = []  # monotonic times the gateway went away
-        self.server: ServerThread | None = None
 
-    def reset(self) -> None:
-        self.script = AnthropicScript()
-        self.received.clear()
-        self.closed_early.clear()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models)]
 
-    def start(self) -> FakeAnthropicUpstream:
-        def app() -> web.Application:
-            app = web.Application()
-            app.router.add_post("/v1/messages", self._messages)
-            app.router.add_get("/v1/models", self._models)
-            return app
-
-        self.server = ServerThread.serve(app)
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.url + "/v1"
-
-    async def _record(self, request: web.Request) -> web.Response | None:
-        raw = await request.read()
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.received.append(AnthropicReceived(
-            request.method, request.path, dict(request.query), dict(request.headers),
-            orjson.loads(raw) if raw else None, int(peer[1]) if peer else 0))
+    async def _check_key(self, request: web.Request) -> web.Response | None:
+        await self.record(request)
         if request.headers.get("x-api-key") != self.key:
-            return web.json_response(error_body("authentication_error", "invalid x-api-key"),
-                                     status=401)
+            return self.error_response(401, error_body("authentication_error",
+                                                       "invalid x-api-key"), {})
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
-        if (denied := await self._record(request)) is not None:
+        if (denied := await self._check_key(request)) is not None:
             return denied
         data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
                 for m in self.models]
@@ -175,34 +136,33 @@ class FakeAnthropicUpstream:
                                   "last_id": self.models[-1] if self.models else None})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        if (denied := await self._record(request)) is not None:
+        if (denied := await self._check_key(request)) is not None:
             return denied
         script = self.script
         if script.status != 200:
-            return web.json_response(script.error or error_body("api_error", "fake failure"),
-                                     status=script.status, headers=script.error_headers)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
-        await response.prepare(request)
-        try:
-            for k, event in enumerate(script.events):
-                if script.die_after is not None and k == script.die_after:
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return response
-                data = frame(event)
-                if script.write_size:
-                    for start in range(0, len(data), script.write_size):
-                        await response.write(data[start:start + script.write_size])
-                        await asyncio.sleep(0)
-                else:
-                    await response.write(data)
-                if script.gap_s:
-                    await asyncio.sleep(script.gap_s)
-        except (ConnectionError, asyncio.CancelledError):
-            self.closed_early.append(time.monotonic())
-            raise
+            return self.error_response(script.status,
+                                       script.error or error_body("api_error", "fake failure"),
+                                       script.error_headers)
+        return await self.stream(request, lambda response: self._send(request, response, script),
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def _send(self, request: web.Request, response: web.StreamResponse,
+                    script: AnthropicScript) -> bool:
+        """Writes the script; False when it dropped the connection on purpose."""
+        for k, event in enumerate(script.events):
+            if script.die_after is not None and k == script.die_after:
+                self.abort(request)
+                return False
+            data = frame(event)
+            if script.write_size:
+                for start in range(0, len(data), script.write_size):
+                    await response.write(data[start:start + script.write_size])
+                    await asyncio.sleep(0)
+            else:
+                await response.write(data)
+            if script.gap_s:
+                await asyncio.sleep(script.gap_s)
         if script.eof_delay_s:
             await asyncio.sleep(script.eof_delay_s)
         await response.write_eof()
-        return response
+        return True

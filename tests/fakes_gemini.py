@@ -14,14 +14,13 @@ recorded (path, query, headers, JSON body), and so is every stream the peer left
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .fakes import ServerThread
+from .fakes import FakeUpstream
 
 MODELS: list[dict[str, Any]] = [
     {"name": "models/gemini-test", "supportedGenerationMethods": ["generateContent",
@@ -81,57 +80,22 @@ class GeminiScript:
     split: int | None = None  # write the body in pieces of this many bytes (tests read splits)
 
 
-@dataclass
-class GeminiReceived:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: dict[str, Any] | None
-
-
-class FakeGeminiUpstream:
+class FakeGeminiUpstream(FakeUpstream[GeminiScript]):
     """A scripted Gemini API server; ``script`` may be replaced between requests."""
 
+    prefix = "/v1beta"
+
     def __init__(self) -> None:
-        self.script = GeminiScript()
-        self.received: list[GeminiReceived] = []
-        self.closed_early: list[float] = []  # monotonic times the peer left mid-stream
-        self.completed = 0
+        super().__init__(GeminiScript)
         self.models = list(MODELS)
         self.page_size = 2
-        self.server: ServerThread | None = None
 
-    def start(self) -> FakeGeminiUpstream:
-        def app() -> web.Application:
-            app = web.Application()
-            app.router.add_post("/v1beta/models/{action}", self._generate)
-            app.router.add_get("/v1beta/models", self._list)
-            return app
-
-        self.server = ServerThread.serve(app)
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    def reset(self) -> None:
-        self.script = GeminiScript()
-        self.received.clear()
-        self.closed_early.clear()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.url + "/v1beta"
-
-    def _record(self, request: web.Request, body: dict[str, Any] | None) -> None:
-        self.received.append(GeminiReceived(request.method, request.path, dict(request.query),
-                                            dict(request.headers), body))
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1beta/models/{action}", self._generate),
+                web.get("/v1beta/models", self._list)]
 
     async def _list(self, request: web.Request) -> web.Response:
-        self._record(request, None)
+        await self.record(request)
         start = int(request.query.get("pageToken") or 0)
         page = self.models[start:start + self.page_size]
         body: dict[str, Any] = {"models": page}
@@ -140,27 +104,15 @@ class FakeGeminiUpstream:
         return web.json_response(body)
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
-        self._record(request, body)
+        await self.record(request)
         script = self.script
         if script.status != 200:
             error = script.error_body or {"error": {"code": script.status,
                                                     "message": "fake failure",
                                                     "status": "INTERNAL"}}
-            return web.Response(status=script.status, body=orjson.dumps(error),
-                                content_type="application/json", headers=script.error_headers)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        finished = False
-        try:
-            finished = await self._stream(request, response, script)
-        except (ConnectionError, asyncio.CancelledError):
-            self.closed_early.append(time.monotonic())
-            raise
-        finally:
-            if finished:
-                self.completed += 1
-        return response
+            return self.error_response(script.status, error, script.error_headers)
+        return await self.stream(request,
+                                 lambda response: self._stream(request, response, script))
 
     async def _stream(self, request: web.Request, response: web.StreamResponse,
                       script: GeminiScript) -> bool:
@@ -179,8 +131,7 @@ class FakeGeminiUpstream:
 
         for k, event in enumerate(script.events):
             if script.die_after is not None and k == script.die_after:
-                if request.transport is not None:
-                    request.transport.abort()
+                self.abort(request)
                 return False
             if script.error_after is not None and k == script.error_after:
                 await send({"error": {"code": 503, "message": "The model is overloaded.",

@@ -33,7 +33,7 @@ Errors before the stream keep the upstream status and the Anthropic error ``type
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -43,10 +43,10 @@ import orjson
 from ..chunks import Chunk, chat_chunk, make_usage, usage_chunk
 from ..errors import UpstreamError, UpstreamStatusError
 from ..schemas import ChatRequest
-from ..sse import SSEDecoder
+from ..sse import ServerSentEvent, SSEDecoder
 from .anthropic_request import build_messages_request
 from .base import ChunkStream, Target
-from .http import HTTPProvider, UpstreamStream, connection_lost, retry_after
+from .http import END, SKIP, HTTPProvider, MalformedEvent, UpstreamStream, retry_after
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -201,7 +201,7 @@ def _arguments_chunk(index: int, arguments: str) -> Chunk:
     return chat_chunk(0, {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
 
 
-class AnthropicStream(UpstreamStream):
+class AnthropicStream(UpstreamStream[ServerSentEvent]):
     """OpenAI chat chunks translated from one Messages stream; ``aclose()`` closes it."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -224,48 +224,30 @@ class AnthropicStream(UpstreamStream):
         """Exact usage once ``message_delta`` reported the output tokens, else None."""
         return self.usage() if self._finished else None
 
-    async def _iterate(self) -> AsyncIterator[list[Chunk]]:
-        decoder = SSEDecoder()
-        loads = orjson.loads
+    def _feed(self) -> Callable[[bytes], list[ServerSentEvent]]:
+        return SSEDecoder().feed  # event names are needed
+
+    def _event(self, event: ServerSentEvent, batch: list[Chunk]) -> int | None:
+        name = event.event
+        if name == "ping":
+            return SKIP
         try:
-            async for data in self._response.content.iter_any():
-                batch: list[Chunk] = []
-                for event in decoder.feed(data):
-                    name = event.event
-                    if name == "ping":
-                        continue
-                    try:
-                        payload = loads(event.data)
-                    except orjson.JSONDecodeError:
-                        if self.skip_malformed(event.data, "not JSON"):
-                            if batch:
-                                yield batch  # what came before reaches the client
-                            raise self.malformed_error() from None
-                        continue
-                    if not isinstance(payload, dict):
-                        if self.skip_malformed(event.data, "not an object"):
-                            if batch:
-                                yield batch  # what came before reaches the client
-                            raise self.malformed_error() from None
-                        continue
-                    if self._malformed_run:
-                        self.well_formed()
-                    if name == "message":  # no event: line; the data names its type
-                        name = str(payload.get("type"))
-                    if name == "error":
-                        if batch:
-                            yield batch  # everything before the error reaches the client
-                        raise stream_error(payload)
-                    if name == "message_stop":
-                        self._done = True
-                        batch.append(usage_chunk("chat", self.usage()))
-                        yield batch
-                        return
-                    self._translate(name, payload, batch)
-                if batch:
-                    yield batch
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise connection_lost(exc) from exc
+            payload = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise MalformedEvent(event.data, "not JSON") from None
+        if not isinstance(payload, dict):
+            raise MalformedEvent(event.data, "not an object")
+        if name == "message":  # no event: line; the data names its type
+            name = str(payload.get("type"))
+        if name == "error":
+            raise stream_error(payload)
+        if name == "message_stop":
+            batch.append(usage_chunk("chat", self.usage()))
+            return END
+        self._translate(name, payload, batch)
+        return None
+
+    def _body_end(self) -> list[Chunk]:
         raise UpstreamError("The upstream ended the stream before message_stop.",
                             reason="ended_early")
 

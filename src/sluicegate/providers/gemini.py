@@ -29,7 +29,7 @@ many in a row). Before the stream, a non-2xx answer
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -39,10 +39,9 @@ import orjson
 from ..chunks import Chunk, chat_chunk, make_usage, usage_chunk
 from ..errors import UpstreamError, UpstreamStatusError
 from ..schemas import ChatRequest
-from ..sse import SSEDecoder
 from .base import ChunkStream, Target
 from .gemini_request import build_request
-from .http import HTTPProvider, UpstreamStream, connection_lost, retry_after
+from .http import HTTPProvider, MalformedEvent, UpstreamStream, retry_after
 
 __all__ = ["FINISH_REASONS", "GeminiProvider", "GeminiStream", "gemini_status_error"]
 
@@ -140,7 +139,7 @@ def _usage(meta: dict[str, Any]) -> dict[str, Any]:
     return usage
 
 
-class GeminiStream(UpstreamStream):
+class GeminiStream(UpstreamStream[bytes]):
     """Chat chunks translated from one Gemini SSE response of ``candidates`` candidates."""
 
     def __init__(self, response: aiohttp.ClientResponse, candidates: int = 1) -> None:
@@ -150,43 +149,25 @@ class GeminiStream(UpstreamStream):
         self._finished: set[int] = set()
         self._usage_meta: dict[str, Any] | None = None
 
-    async def _iterate(self) -> AsyncIterator[list[Chunk]]:
-        decoder = SSEDecoder()
-        loads = orjson.loads
+    def _event(self, payload: bytes, batch: list[Chunk]) -> int | None:
         try:
-            async for data in self._response.content.iter_any():
-                batch: list[Chunk] = []
-                for payload in decoder.feed_data(data):
-                    try:
-                        event = loads(payload)
-                    except orjson.JSONDecodeError:
-                        if self.skip_malformed(payload, "not JSON"):
-                            if batch:
-                                yield batch  # what came before reaches the client
-                            raise self.malformed_error() from None
-                        continue
-                    if not isinstance(event, dict) or not isinstance(
-                            event.get("candidates", []), list | None):
-                        if self.skip_malformed(payload, "not a GenerateContentResponse"):
-                            if batch:
-                                yield batch  # what came before reaches the client
-                            raise self.malformed_error() from None
-                        continue
-                    if self._malformed_run:
-                        self.well_formed()
-                    error = event.get("error")
-                    if error:
-                        if batch:
-                            yield batch  # everything before the error reaches the client
-                        raise midstream_error(error)
-                    self._translate(event, batch)
-                if batch:
-                    yield batch
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise connection_lost(exc) from exc
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise MalformedEvent(payload, "not JSON") from None
+        if not isinstance(event, dict) or not isinstance(event.get("candidates", []),
+                                                         list | None):
+            raise MalformedEvent(payload, "not a GenerateContentResponse")
+        error = event.get("error")
+        if error:
+            raise midstream_error(error)
+        self._translate(event, batch)
+        return None
+
+    def _body_end(self) -> list[Chunk]:
         self._done = True  # no terminator in this dialect: the body's end is the end
-        if self._usage_meta is not None:
-            yield [usage_chunk("chat", _usage(self._usage_meta))]
+        if self._usage_meta is None:
+            return []
+        return [usage_chunk("chat", _usage(self._usage_meta))]
 
     def _translate(self, event: dict[str, Any], batch: list[Chunk]) -> None:
         meta = event.get("usageMetadata")

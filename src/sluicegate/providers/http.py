@@ -1,5 +1,5 @@
 """What every HTTP upstream shares: a pooled aiohttp session, the POST that opens a stream,
-status errors, and releasing the response.
+status errors, the byte loop that reads the stream, and releasing the response.
 
 ``HTTPProvider.open_stream`` raises, before any byte reaches the client:
 
@@ -14,6 +14,8 @@ status errors, and releasing the response.
   generic message, the upstream's text logged only. Every configured secret is scrubbed from
   upstream text (``sluicegate.redact``).
 
+``UpstreamStream`` reads, decodes and parses the body for every dialect, which supplies only
+hooks (decode and translate one event, the body's end); see its docstring.
 ``UpstreamStream.aclose`` returns a finished body's connection to the pool and closes the socket
 of anything unfinished, so the upstream sees a client disconnect at once and stops generating.
 """
@@ -23,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 import aiohttp
 import orjson
 
+from ..chunks import Chunk
 from ..errors import (
     InvalidRequestError,
     UpstreamError,
@@ -38,15 +41,18 @@ from ..errors import (
 from ..redact import register_env
 from ..retry import retry_after
 from ..schemas import ChatRequest, CompletionRequest
+from ..sse import SSEDecoder
 from .base import ChunkStream, Target
 
-__all__ = ["HTTPProvider", "UpstreamStream", "connection_lost", "openai_status_error",
-           "retry_after"]
+__all__ = ["END", "SKIP", "HTTPProvider", "MalformedEvent", "UpstreamStream", "connection_lost",
+           "openai_status_error", "retry_after"]
 
 log = logging.getLogger("sluicegate.providers")
 
 MAX_ERROR_BODY = 64 * 1024
 _DRAIN_TIMEOUT_S = 0.5
+
+EventT = TypeVar("EventT")  # one decoded SSE event: its data (bytes), or a whole ServerSentEvent
 
 
 def _loads_or_none(body: bytes) -> Any:
@@ -84,15 +90,98 @@ def connection_lost(exc: aiohttp.ClientError) -> UpstreamError:
                          reason="connection_lost", detail=repr(exc))
 
 
-class UpstreamStream(ChunkStream):
-    """A ChunkStream that owns one upstream response. Subclasses set ``_done`` once the
-    dialect's end of stream was read (``[DONE]``, ``message_stop``, or the body's end)."""
+class MalformedEvent(Exception):
+    """Raised by a dialect's ``_event`` hook for an event it cannot use: ``payload`` (the raw
+    ``data`` bytes, logged) and ``why`` (e.g. ``"not JSON"``). The stream counts and skips it
+    (``ChunkStream.skip_malformed``)."""
+
+    def __init__(self, payload: bytes, why: str) -> None:
+        super().__init__(why)
+        self.payload = payload
+        self.why = why
+
+
+END = 1
+"""``_event`` return value: the dialect's end of stream (``[DONE]``, ``message_stop``)."""
+SKIP = 2
+"""``_event`` return value: an event with nothing in it (e.g. Anthropic's ``ping``); it neither
+counts as malformed nor ends a run of malformed events."""
+
+
+class UpstreamStream(ChunkStream, Generic[EventT]):
+    """A ChunkStream that owns one upstream SSE response and runs the byte loop for every
+    dialect: each network read (``iter_any``) is SSE-decoded and becomes one batch
+    (``list[Chunk]``) of what its events translate to.
+
+    A dialect supplies hooks only:
+
+    - ``_feed()``: the decoder call for one read, returning the completed events (type ``EventT``).
+      The default is ``SSEDecoder.feed_data`` (``bytes`` of each ``data``, the fast path of
+      data-only dialects); a dialect that needs event names returns ``SSEDecoder().feed``;
+    - ``_event(event, batch)``: decode one event and append its chunks to ``batch``. Returns
+      None for an event handled, ``END`` at the dialect's end of stream, ``SKIP`` for an event
+      to ignore; raises ``MalformedEvent`` for one to skip and count, or ``UpstreamError`` for
+      an error the upstream reported mid-stream;
+    - ``_body_end()``: the body ended before ``END``. Returns the last chunks (may be empty) or
+      raises ``UpstreamError``; a dialect whose body's end is its end of stream sets ``_done``.
+
+    Whatever the batch held before an error reaches the client first. Raised while iterating:
+    the hooks' ``UpstreamError``; ``malformed_error()`` after more than ``max_malformed``
+    malformed events in a row; ``connection_lost(exc)`` when the connection breaks mid-body.
+    ``_done`` is set once the end of stream was read.
+    """
 
     usage_source = "upstream"
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self._done = False
+
+    def _feed(self) -> Callable[[bytes], list[EventT]]:
+        return cast(Callable[[bytes], list[EventT]], SSEDecoder().feed_data)
+
+    def _event(self, event: EventT, batch: list[Chunk]) -> int | None:
+        raise NotImplementedError
+
+    def _body_end(self) -> list[Chunk]:
+        return []
+
+    async def _iterate(self) -> AsyncIterator[list[Chunk]]:
+        # The hot path: one hook call per event, hooks bound to locals, one batch per read.
+        feed = self._feed()
+        handle = self._event
+        error: UpstreamError | None = None
+        try:
+            async for data in self._response.content.iter_any():
+                batch: list[Chunk] = []
+                for event in feed(data):
+                    try:
+                        status = handle(event, batch)
+                    except MalformedEvent as bad:
+                        if self.skip_malformed(bad.payload, bad.why):
+                            error = self.malformed_error()
+                            break
+                        continue
+                    except UpstreamError as exc:
+                        error = exc
+                        break
+                    if status is None:
+                        if self._malformed_run:
+                            self.well_formed()
+                    elif status == END:
+                        self._done = True
+                        if batch:
+                            yield batch
+                        return
+                if batch:
+                    yield batch  # on an error too: what came before reaches the client
+                if error is not None:
+                    raise error
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise connection_lost(exc) from exc
+        tail = self._body_end()
+        if tail:
+            yield tail
 
     async def aclose(self) -> None:
         response = self._response

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..chunks import Chunk
 from ..errors import UpstreamError
 from ..schemas import ChatRequest, CompletionRequest
-from ..sse import SSEDecoder
 from .base import ChunkStream, Target
-from .http import HTTPProvider, UpstreamStream, connection_lost
+from .http import END, HTTPProvider, MalformedEvent, UpstreamStream
 
 __all__ = ["OpenAIProvider", "OpenAIStream", "midstream_error"]
 
@@ -41,50 +39,28 @@ log = logging.getLogger("sluicegate.providers.openai")
 
 _OPENROUTER_ONLY = ("models", "provider")
 
-
-class OpenAIStream(UpstreamStream):
-    """Chunks parsed from one upstream SSE response; ``aclose()`` closes its connection."""
+_loads = orjson.loads
 
 
-    async def _iterate(self) -> AsyncIterator[list[Chunk]]:
-        decoder = SSEDecoder()
-        loads = orjson.loads
+class OpenAIStream(UpstreamStream[bytes]):
+    """Chunks parsed from one upstream SSE response; ``aclose()`` closes its connection.
+
+    A body that ends without ``[DONE]`` ends the stream without an error, as it always has."""
+
+    def _event(self, payload: bytes, batch: list[Chunk]) -> int | None:
+        if payload[:6] == b"[DONE]":
+            return END
         try:
-            async for data in self._response.content.iter_any():
-                batch: list[Chunk] = []
-                for payload in decoder.feed_data(data):
-                    if payload[:6] == b"[DONE]":
-                        self._done = True
-                        if batch:
-                            yield batch
-                        return
-                    try:
-                        chunk = loads(payload)
-                    except orjson.JSONDecodeError:
-                        if self.skip_malformed(payload, "not JSON"):
-                            if batch:
-                                yield batch  # what came before reaches the client
-                            raise self.malformed_error() from None
-                        continue
-                    if not isinstance(chunk, dict) or not isinstance(
-                            chunk.get("choices", []), list | None):
-                        if self.skip_malformed(payload, "not a chunk object"):
-                            if batch:
-                                yield batch  # what came before reaches the client
-                            raise self.malformed_error() from None
-                        continue
-                    if self._malformed_run:
-                        self.well_formed()
-                    error = chunk.get("error")
-                    if error:
-                        if batch:
-                            yield batch  # everything before the error reaches the client
-                        raise midstream_error(error)
-                    batch.append(chunk)
-                if batch:
-                    yield batch
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise connection_lost(exc) from exc
+            chunk = _loads(payload)
+        except orjson.JSONDecodeError:
+            raise MalformedEvent(payload, "not JSON") from None
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("choices", []), list | None):
+            raise MalformedEvent(payload, "not a chunk object")
+        error = chunk.get("error")
+        if error:
+            raise midstream_error(error)
+        batch.append(chunk)
+        return None
 
 
 def midstream_error(error: Any) -> UpstreamError:
