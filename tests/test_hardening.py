@@ -335,3 +335,22 @@ def test_absurd_retry_after_values_are_ignored(gw: ServerThread, fake: FakeOpenA
     r = _chat(gw, {"model": "mock/a", "messages": MESSAGES})
     assert r.status_code == 503
     assert "Retry-After" not in r.headers
+
+
+def test_an_upstream_event_past_the_size_limit_ends_the_stream(gw: ServerThread,
+                                                                fake: FakeOpenAIUpstream) -> None:
+    """A 3 MB event (the default limit is 1 MiB) after a token: the stream ends with the error
+    frame at once, instead of buffering and re-scanning an ever longer line."""
+    huge = {"choices": [{"index": 0, "delta": {"content": "x" * 3_000_000},
+                         "finish_reason": None}]}
+    fake.script = Script(raw_chunks=[{"choices": [ROLE]}, {"choices": [TEXT]}, huge])
+    started = time.monotonic()
+    r = _chat(gw, {"model": "mock/a", "messages": MESSAGES, "stream": True})
+    assert time.monotonic() - started < 5
+    events = [e for e in r.content.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    frame = orjson.loads(events[-2][6:])
+    assert frame["error"]["code"] == "event_too_large"
+    assert frame["error"]["message"].startswith(
+        "The upstream (mock/*) sent an event larger than the gateway accepts after")
+    assert b"x" * 1000 not in r.content

@@ -24,6 +24,7 @@ YAML shape (every key optional)::
       retry_max_wait_s: 8
       keepalive_s: 15          # ": keep-alive" comments while waiting for the first token
       max_malformed: 8         # malformed upstream events in a row before the stream fails
+      max_event_bytes: 1048576 # one upstream SSE event (or unended line); past it, the error
       max_buffered_bytes: 262144   # per stream, towards a slow client
       max_models: 8            # longest "models" list a request may send
       max_attempts: 8          # upstream tries per request over its whole chain

@@ -137,8 +137,8 @@ class RateLimitError(GatewayError):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
-Reason = Literal["connection_lost", "ended_early", "malformed", "bad_shape", "reported",
-                 "stall", "total", "local_failed"]
+Reason = Literal["connection_lost", "ended_early", "malformed", "bad_shape", "too_large",
+                 "reported", "stall", "total", "local_failed"]
 """What went wrong mid-stream, for the message the client reads (``relay.explain``)."""
 
 
@@ -249,6 +249,9 @@ def explain_midstream(exc: GatewayError, provider: str, tokens: int,
     elif reason == "bad_shape":
         message = (f"{who} sent a chunk of an unexpected shape after {after}; the stream was "
                    "stopped.")
+    elif reason == "too_large":
+        message = (f"{who} sent an event larger than the gateway accepts after {after}; the "
+                   "stream was stopped.")
     elif reason == "reported":
         message = f"{who} reported an error after {after}: {exc.message}"
     elif reason == "stall":

@@ -138,6 +138,7 @@ def opener(req: ChatRequest | CompletionRequest, policy: Policy) -> OpenFn:
     ``first_token`` limit, and keep-alives flow meanwhile."""
     connect = policy.timeouts.connect
     max_malformed = policy.max_malformed
+    max_event_bytes = policy.max_event_bytes
 
     async def open_one(target: Target) -> ChunkStream:
         if isinstance(req, ChatRequest):
@@ -145,6 +146,7 @@ def opener(req: ChatRequest | CompletionRequest, policy: Policy) -> OpenFn:
         else:
             chunks = await target.provider.open_text(req, target, connect_s=connect)
         chunks.max_malformed = max_malformed
+        chunks.max_event_bytes = max_event_bytes
         return chunks
 
     return open_one

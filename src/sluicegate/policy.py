@@ -70,6 +70,7 @@ class RoutingSettings(_Strict):
     retry_max_wait_s: float = Field(default=8.0, ge=0)  # cap on backoff and Retry-After
     keepalive_s: float = Field(default=15.0, gt=0)  # ": keep-alive" while no token yet
     max_malformed: int = Field(default=8, ge=1)  # malformed upstream events in a row
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)  # one upstream SSE event
     max_buffered_bytes: int = Field(default=256 * 1024, ge=16 * 1024)  # per stream, to client
     max_models: int = Field(default=8, ge=1)  # entries of a request's "models" list
     max_attempts: int = Field(default=8, ge=1)  # upstream tries per request, whole chain
@@ -87,6 +88,7 @@ class Policy:
     keepalive_s: float
     max_malformed: int
     max_buffered_bytes: int
+    max_event_bytes: int = 1024 * 1024
     continuation: bool = False
     max_attempts: int = 8
 

@@ -224,7 +224,7 @@ class Router:
             keepalive_s=routing.keepalive_s, max_malformed=routing.max_malformed,
             max_buffered_bytes=routing.max_buffered_bytes,
             continuation=bool(deployment and deployment.continuation),
-            max_attempts=routing.max_attempts,
+            max_attempts=routing.max_attempts, max_event_bytes=routing.max_event_bytes,
         )
         return policy, chain
 

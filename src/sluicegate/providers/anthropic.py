@@ -225,7 +225,7 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
         return self.usage() if self._finished else None
 
     def _feed(self) -> Callable[[bytes], list[ServerSentEvent]]:
-        return SSEDecoder().feed  # event names are needed
+        return SSEDecoder(self.max_event_bytes).feed  # event names are needed
 
     def _event(self, event: ServerSentEvent, batch: list[Chunk]) -> int | None:
         name = event.event

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from ..chunks import Chunk
 from ..config import DeploymentConfig
 from ..errors import UpstreamError
+from ..redact import scrub
 from ..schemas import ChatRequest, CompletionRequest
 
 __all__ = ["ChunkStream", "Provider", "Target"]
@@ -40,6 +41,7 @@ class ChunkStream:
     usage_source: str | None = None
     malformed = 0  # upstream events skipped as malformed (not JSON, or not the dialect's shape)
     max_malformed = 8  # in a row; one more fails the stream (set per request by the gateway)
+    max_event_bytes: int | None = 1024 * 1024  # one SSE event's limit (set per request too)
     _malformed_run = 0
 
     def skip_malformed(self, payload: bytes, why: str) -> bool:
@@ -48,7 +50,8 @@ class ChunkStream:
         ``malformed_error()``."""
         self.malformed += 1
         self._malformed_run += 1
-        log.warning("skipped a malformed upstream event (%s): %r", why, payload[:200])
+        log.warning("skipped a malformed upstream event (%s): %s", why,
+                    scrub(repr(payload[:200])))
         return self._malformed_run > self.max_malformed
 
     def malformed_error(self) -> UpstreamError:

@@ -41,7 +41,7 @@ from ..errors import (
 from ..redact import register_env
 from ..retry import retry_after
 from ..schemas import ChatRequest, CompletionRequest
-from ..sse import SSEDecoder
+from ..sse import EventTooLargeError, SSEDecoder
 from .base import ChunkStream, Target
 
 __all__ = ["END", "SKIP", "HTTPProvider", "MalformedEvent", "UpstreamStream", "connection_lost",
@@ -127,7 +127,9 @@ class UpstreamStream(ChunkStream, Generic[EventT]):
 
     Whatever the batch held before an error reaches the client first. Raised while iterating:
     the hooks' ``UpstreamError``; ``malformed_error()`` after more than ``max_malformed``
-    malformed events in a row; ``connection_lost(exc)`` when the connection breaks mid-body.
+    malformed events in a row; ``UpstreamError`` code ``event_too_large`` for an event (or an
+    unended line) over ``max_event_bytes``; ``connection_lost(exc)`` when the connection breaks
+    mid-body.
     ``_done`` is set once the end of stream was read.
     """
 
@@ -138,7 +140,8 @@ class UpstreamStream(ChunkStream, Generic[EventT]):
         self._done = False
 
     def _feed(self) -> Callable[[bytes], list[EventT]]:
-        return cast(Callable[[bytes], list[EventT]], SSEDecoder().feed_data)
+        return cast(Callable[[bytes], list[EventT]],
+                    SSEDecoder(self.max_event_bytes).feed_data)
 
     def _event(self, event: EventT, batch: list[Chunk]) -> int | None:
         raise NotImplementedError
@@ -179,6 +182,10 @@ class UpstreamStream(ChunkStream, Generic[EventT]):
                     raise error
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise connection_lost(exc) from exc
+        except EventTooLargeError as exc:
+            raise UpstreamError("The upstream sent an event larger than the gateway accepts.",
+                                code="event_too_large", reason="too_large",
+                                detail=str(exc)) from None
         tail = self._body_end()
         if tail:
             yield tail
