@@ -1,6 +1,6 @@
 """Test helpers: servers on loopback in background threads, and a scripted OpenAI-dialect fake.
 
-The fake upstream speaks the OpenAI chat/completions stream byte for byte (WIRE.md §2): role
+The fake upstream speaks the OpenAI chat/completions stream byte for byte (docs/wire.md §2): role
 chunk, content chunks, finish chunk per choice, optional usage chunk, ``data: [DONE]``. A script
 sets the texts, the gap between chunks, a status error before the stream, an error event or an
 abrupt disconnect mid-stream. Every request it receives and every connection the gateway closes

@@ -1,4 +1,4 @@
-"""A scripted Anthropic Messages upstream on loopback (WIRE.md §5).
+"""A scripted Anthropic Messages upstream on loopback (docs/wire.md §5).
 
 ``POST /v1/messages`` streams the script's events byte for byte as Anthropic frames them
 (``event: <name>\\ndata: <json>\\n\\n``), or answers a status error before the stream.

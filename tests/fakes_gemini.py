@@ -1,4 +1,4 @@
-"""A scripted Gemini API server on loopback (WIRE.md §6).
+"""A scripted Gemini API server on loopback (docs/wire.md §6).
 
 ``POST /v1beta/models/{model}:streamGenerateContent?alt=sse`` answers data-only SSE, one
 ``GenerateContentResponse`` per event, framed ``data: <json>`` + a blank line with CRLF line

@@ -1,4 +1,4 @@
-"""The Gemini provider, against a byte-exact fake Gemini API on loopback (WIRE.md §6), judged
+"""The Gemini provider, against a byte-exact fake Gemini API on loopback (docs/wire.md §6), judged
 by the official ``openai`` SDK."""
 
 from __future__ import annotations

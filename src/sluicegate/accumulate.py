@@ -10,7 +10,7 @@ share routing, shaping and usage accounting. Output shapes (OpenAI API reference
 - text: ``{"id","object":"text_completion","created","model","choices":[{"text","index",
   "logprobs","finish_reason"}],"usage"}``.
 
-Tool calls are rebuilt from their deltas by ``tool_calls[].index`` (WIRE.md §2): the first
+Tool calls are rebuilt from their deltas by ``tool_calls[].index`` (docs/wire.md §2): the first
 fragment carries ``id``, ``type`` and ``function.name``; later ones append ``arguments``.
 """
 

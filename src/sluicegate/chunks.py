@@ -1,4 +1,4 @@
-"""Builders for OpenAI-dialect stream chunks and completions (WIRE.md §2, §3).
+"""Builders for OpenAI-dialect stream chunks and completions (docs/wire.md §2, §3).
 
 Chunks are plain dicts serialised once with orjson on the hot path:
 

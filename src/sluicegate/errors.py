@@ -18,8 +18,8 @@
         └── UpstreamTimeoutError      504 timeout
 
 The body is ``{"error": {"message", "type", "param", "code"}}`` with all four keys present, as
-openai-python expects (WIRE.md §7). ``to_chunk_error()`` gives the ``error`` object of the
-mid-stream error frame (WIRE.md §2).
+openai-python expects (docs/wire.md §7). ``to_chunk_error()`` gives the ``error`` object of the
+mid-stream error frame (docs/wire.md §2).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One request from open to accounting: failover, keep-alives, the relay, continuation.
 
-Streaming (OpenAI dialect, WIRE.md §2):
+Streaming (OpenAI dialect, docs/wire.md §2):
 
 1. ``open_first_content`` tries the chain (retries, fallbacks, first-token timeout). Meanwhile,
    every ``keepalive_s`` s without a token, a ``: keep-alive`` comment is sent (the response's

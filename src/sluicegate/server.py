@@ -8,12 +8,12 @@ Routes (OpenAI-compatible):
 - ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus; once per request, never
   per chunk).
 
-SSE responses follow WIRE.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
+SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
 ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``; every event is written to the socket as
 soon as it is produced. A failure after the headers ends the stream with the error frame of
-WIRE.md §2 and ``[DONE]``; any failure before them is a real 4xx/5xx status with an OpenAI-shaped
-body, never a 200.
+docs/wire.md §2 and ``[DONE]``; any failure before them is a real 4xx/5xx status with an
+OpenAI-shaped body, never a 200.
 
 Disconnects: the server runs with ``handler_cancellation=True``, so a client disconnect cancels
 the handler at once, and the ``finally`` closes the provider stream (upstream socket closed,

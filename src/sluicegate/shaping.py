@@ -1,4 +1,4 @@
-"""Shapes a provider's chunks into the gateway's spec-exact OpenAI stream (WIRE.md §2, §3).
+"""Shapes a provider's chunks into the gateway's spec-exact OpenAI stream (docs/wire.md §2, §3).
 
 Per chunk (the hot path) the shaper only overwrites ``id``, ``created`` and ``model`` and looks at
 each choice's ``index`` and ``finish_reason``; the server then serialises the dict once.
@@ -176,7 +176,7 @@ class StreamShaper:
         return text_chunk(index, "", reason, id=self.id, created=self.created, model=self.model)
 
     def error_chunk(self, error: GatewayError) -> Chunk:
-        """The mid-stream error frame (WIRE.md §2): top-level ``error`` and ``finish_reason:
+        """The mid-stream error frame (docs/wire.md §2): top-level ``error`` and ``finish_reason:
         "error"`` on every unfinished choice (choice 0 if none started)."""
         indexes = self.unfinished or [0]
         choices: list[dict[str, Any]] = []

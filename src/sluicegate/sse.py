@@ -132,7 +132,7 @@ class SSEDecoder:
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """Like ``feed``, but returns only the ``data`` of each completed event (bytes).
 
-        For data-only dialects (OpenAI, WIRE.md §2), where event names are not used. When the
+        For data-only dialects (OpenAI, docs/wire.md §2), where event names are not used. When the
         input is LF-only and no event is half-read (no data, name or new id pending), whole
         events are split at blank lines and a one-line ``data:`` event costs one slice;
         anything else (CR, comments, other fields, multi-line data, a BOM not yet seen) goes

@@ -1,10 +1,10 @@
 """Anthropic Messages provider: ``POST {base_url}/messages`` streamed, translated to OpenAI chunks.
 
-Request translation lives in ``providers.anthropic_request``. Headers (WIRE.md §5):
+Request translation lives in ``providers.anthropic_request``. Headers (docs/wire.md §5):
 ``x-api-key``, ``anthropic-version: 2023-06-01``, ``content-type: application/json`` and, for
 the stream, ``accept: text/event-stream``.
 
-Stream translation (WIRE.md §5 → §2). The stream carries ``event:`` names, decoded with
+Stream translation (docs/wire.md §5 → §2). The stream carries ``event:`` names, decoded with
 ``SSEDecoder.feed``; each network read becomes one batch of chunks:
 
 - ``message_start`` → a role chunk (``delta: {role: "assistant", content: ""}``); its
@@ -69,7 +69,7 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-"""Anthropic ``stop_reason`` → OpenAI ``finish_reason`` (WIRE.md §5); anything else → stop."""
+"""Anthropic ``stop_reason`` → OpenAI ``finish_reason`` (docs/wire.md §5); anything else → stop."""
 
 _MAX_MODEL_PAGES = 20
 
@@ -81,7 +81,7 @@ def _int(value: Any) -> int:
 def anthropic_status_error(status: int, body: bytes,
                            headers: Mapping[str, str]) -> UpstreamStatusError:
     """The typed error for a non-2xx answer: Anthropic's ``error.type`` and ``error.message``
-    are kept (WIRE.md §5 lists the types: 400 invalid_request_error … 529 overloaded_error);
+    are kept (docs/wire.md §5 lists the types: 400 invalid_request_error … 529 overloaded_error);
     a body that is not Anthropic-shaped keeps only the status. ``retry_after`` in s."""
     message = f"The upstream answered HTTP {status}."
     etype: str | None = None
@@ -130,7 +130,7 @@ class _ToolCall:
 
 
 class ToolCallSequencer:
-    """Emits tool-call deltas one call after another (WIRE.md §2 shape).
+    """Emits tool-call deltas one call after another (docs/wire.md §2 shape).
 
     OpenAI streams each call's fragments contiguously, and openai-python's stream helper relies
     on it: a fragment for a new ``index`` marks the previous call done and (for strict tools)

@@ -1,4 +1,6 @@
-"""OpenAI chat request → Anthropic Messages request (WIRE.md §5; Anthropic Messages API reference).
+"""OpenAI chat request → Anthropic Messages request.
+
+Sources: docs/wire.md §5 and the Anthropic Messages API reference.
 
 ``build_messages_request(request, model)`` returns the JSON body for ``POST /v1/messages``:
 

@@ -1,8 +1,10 @@
-"""Gemini provider: ``POST {base_url}/models/{model}:streamGenerateContent?alt=sse`` (WIRE.md §6).
+"""Gemini provider: ``POST {base_url}/models/{model}:streamGenerateContent?alt=sse``.
+
+Wire facts: docs/wire.md §6.
 
 The request is built by ``providers.gemini_request``; auth is the ``x-goog-api-key`` header.
 
-Stream translation (WIRE.md §6; Gemini API reference, ``GenerateContentResponse``): the body is
+Stream translation (docs/wire.md §6; Gemini API reference, ``GenerateContentResponse``): the body is
 data-only SSE with no terminator, so its clean end is the end of the stream. Each event is one
 ``GenerateContentResponse``; per candidate (``index``, default 0) and event the adapter yields at
 most one content chunk and one finish chunk:
@@ -54,7 +56,7 @@ FINISH_REASONS: dict[str, str] = {
     "PROHIBITED_CONTENT": "content_filter",
     "SPII": "content_filter",
 }
-"""Gemini ``finishReason`` → OpenAI ``finish_reason`` (WIRE.md §6). ``IMAGE_*`` values are
+"""Gemini ``finishReason`` → OpenAI ``finish_reason`` (docs/wire.md §6). ``IMAGE_*`` values are
 ``content_filter`` too; anything else is ``stop``."""
 
 _MAX_MODEL_PAGES = 10

@@ -1,7 +1,7 @@
 """OpenAI chat request → Gemini ``generateContent`` request body.
 
 Source: the Gemini API reference (``models.streamGenerateContent``, ``Content``, ``Part``,
-``GenerationConfig``, ``Tool``, ``ToolConfig``) and WIRE.md §6. Output shape::
+``GenerationConfig``, ``Tool``, ``ToolConfig``) and docs/wire.md §6. Output shape::
 
     {"contents": [{"role": "user" | "model", "parts": [...]}],
      "systemInstruction"?: {"parts": [{"text"}]},

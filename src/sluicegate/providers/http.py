@@ -9,7 +9,7 @@ status errors, the byte loop that reads the stream, and releasing the response.
 - ``UpstreamError`` (502) when the upstream cannot be reached;
 - ``UpstreamStatusError`` with the upstream's own status for a 4xx/5xx answer. The dialect's
   ``status_error`` reads the error body (at most 64 KiB); ``retry_after`` (s) comes from
-  ``retry-after-ms`` or ``retry-after`` (WIRE.md §7). Redirects are not followed; a 3xx, a
+  ``retry-after-ms`` or ``retry-after`` (docs/wire.md §7). Redirects are not followed; a 3xx, a
   status outside 400-599, and 401/403 (the gateway's own key refused) become a 502 with a
   generic message, the upstream's text logged only. Every configured secret is scrubbed from
   upstream text (``sluicegate.redact``).

@@ -8,7 +8,7 @@ fields ``models`` (fallback list) and ``provider`` (routing preferences) pass th
 OpenRouter, whose own fields they are; other upstreams never see them.
 
 Stream parsing: one SSE decode and one ``orjson.loads`` per event, yielded in batches of one
-network read; ``data: [DONE]`` ends the stream (WIRE.md §2). Comments such as OpenRouter's
+network read; ``data: [DONE]`` ends the stream (docs/wire.md §2). Comments such as OpenRouter's
 ``: OPENROUTER PROCESSING`` are skipped by the decoder. An event whose JSON has a truthy
 top-level ``error`` raises ``UpstreamError`` (what openai-python does, and what OpenRouter sends
 mid-stream with ``finish_reason: "error"``), after the chunks before it. A connection lost
