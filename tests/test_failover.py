@@ -305,6 +305,20 @@ def test_stall_after_ten_tokens_ends_with_the_error_frame(server: ServerThread,
     assert time.monotonic() - started < 3
 
 
+def test_a_request_cannot_lift_the_stall_and_total_limits(server: ServerThread,
+                                                         primary: FakeOpenAIUpstream) -> None:
+    """``"timeouts": {"stall": 0, "total": 0}`` asks for no limits; the deployment's stall
+    (0.6 s) still ends a stalled stream."""
+    primary.script = Script(texts=[*TEN, "never"], stall_after=10, stall_s=5)
+    started = time.monotonic()
+    raw = httpx.post(server.url + "/v1/chat/completions", timeout=10, json={
+        "model": "primary", "messages": MESSAGES, "stream": True,
+        "timeouts": {"stall": 0, "total": 0}}).content
+    assert time.monotonic() - started < 3
+    events = [e for e in raw.split(b"\n\n") if e]
+    assert orjson.loads(events[-2][6:])["error"]["code"] == "stall_timeout"
+
+
 def test_stall_error_frame_on_the_wire(server: ServerThread,
                                        primary: FakeOpenAIUpstream) -> None:
     primary.script = Script(texts=[*TEN, "never"], stall_after=10, stall_s=5)

@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 import time
+import zlib
 
 import httpx
 import orjson
@@ -354,3 +355,49 @@ def test_an_upstream_event_past_the_size_limit_ends_the_stream(gw: ServerThread,
     assert frame["error"]["message"].startswith(
         "The upstream (mock/*) sent an event larger than the gateway accepts after")
     assert b"x" * 1000 not in r.content
+
+
+def test_a_gzipped_line_that_never_ends_is_cut_at_the_event_limit() -> None:
+    """64 MiB of one line, gzipped to ~64 KiB on the wire: the gateway inflates as it reads and
+    gives up at the event limit, instead of re-scanning a growing line on every read."""
+    from aiohttp import web
+
+    async def bomb(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Content-Encoding": "gzip"})
+        await response.prepare(request)
+        gz = zlib.compressobj(9, zlib.DEFLATED, 31)
+        head = (b'data: {"id":"u","object":"chat.completion.chunk","created":1,"model":"m",'
+                b'"choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},'
+                b'"finish_reason":null}]}\n\ndata: {"x":"')
+        await response.write(gz.compress(head) + gz.flush(zlib.Z_SYNC_FLUSH))
+        block = b"x" * (1024 * 1024)
+        try:
+            for _ in range(64):
+                await response.write(gz.compress(block) + gz.flush(zlib.Z_SYNC_FLUSH))
+        except ConnectionError:
+            pass
+        return response
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_post("/v1/chat/completions", bomb)
+        return application
+
+    upstream = ServerThread.serve(app)
+    config = GatewayConfig.model_validate({
+        "embedded_model": False, "routing": {"max_retries": 0},
+        "models": [{"name": "bomb", "provider": "openai", "base_url": upstream.url + "/v1"}]})
+    server, _ = start_gateway(config)
+    try:
+        started = time.monotonic()
+        r = _chat(server, {"model": "bomb", "messages": MESSAGES, "stream": True})
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+        upstream.stop()
+    events = [e for e in r.content.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    assert orjson.loads(events[-2][6:])["error"]["code"] == "event_too_large"
+    assert elapsed < 10
