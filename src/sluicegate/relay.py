@@ -45,14 +45,13 @@ from .errors import (
 from .failover import Opened, open_first_content, opener
 from .metrics import Metrics
 from .policy import Policy
-from .providers.base import ChunkStream, Target
+from .providers.base import ChunkStream, Target, first_dialect
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request
-from .shaping import StreamShaper
+from .shaping import shaper_for
 from .sse import DONE, KEEP_ALIVE
-from .tokens import counter_for
 from .watchdog import Watchdog
 
-__all__ = ["SSE_HEADERS", "Run", "shaper_for"]
+__all__ = ["SSE_HEADERS", "Run"]
 
 log = logging.getLogger("sluicegate.server")
 
@@ -69,19 +68,6 @@ def _frame(chunk: Chunk) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def shaper_for(req: ChatRequest | CompletionRequest, chain: Chain) -> StreamShaper:
-    """The request's shaper, estimating usage with the first target's tokenizer."""
-    if isinstance(req, ChatRequest):
-        prompt_text = "\n".join(m.text() for m in req.messages)
-    else:
-        prompt_text = req.prompt_text()
-    first = next((t for t in chain if isinstance(t, Target)), None)
-    dialect = getattr(first.provider, "dialect", None) if first is not None else None
-    return StreamShaper("chat" if isinstance(req, ChatRequest) else "text", req.model,
-                        include_usage=req.include_usage, prompt_text=prompt_text,
-                        count_tokens=counter_for(dialect))
-
-
 class Run:
     """The state of one request. ``serve(stream=...)`` returns the response; the run counts
     itself in ``metrics`` (in flight while it serves) and accounts its usage once at the end
@@ -95,7 +81,7 @@ class Run:
         self.policy = policy
         self.chain = chain
         self.chat = isinstance(req, ChatRequest)
-        self.shaper = shaper_for(req, chain)
+        self.shaper = shaper_for(req, first_dialect(chain))
         self.started = time.perf_counter()
         self.outcome = "failed"
         self.target: Target | None = None

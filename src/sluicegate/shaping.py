@@ -22,9 +22,10 @@ from typing import Any
 
 from .chunks import Chunk, Kind, chat_chunk, estimate_tokens, make_usage, new_id, now, text_chunk
 from .errors import GatewayError, UpstreamError
-from .tokens import TokenCounter
+from .schemas import ChatRequest, CompletionRequest
+from .tokens import TokenCounter, counter_for
 
-__all__ = ["StreamShaper"]
+__all__ = ["StreamShaper", "shaper_for"]
 
 
 class StreamShaper:
@@ -196,6 +197,18 @@ class StreamShaper:
             "error": error.to_dict(),
             "choices": choices,
         }
+
+
+def shaper_for(req: ChatRequest | CompletionRequest, dialect: str | None) -> StreamShaper:
+    """The request's shaper, estimating usage with the tokenizer of ``dialect`` (the first
+    target's provider dialect, e.g. ``"openai"``; None: ~4 characters a token)."""
+    if isinstance(req, ChatRequest):
+        prompt_text = "\n".join(m.text() for m in req.messages)
+    else:
+        prompt_text = req.prompt_text()
+    return StreamShaper("chat" if isinstance(req, ChatRequest) else "text", req.model,
+                        include_usage=req.include_usage, prompt_text=prompt_text,
+                        count_tokens=counter_for(dialect))
 
 
 def _add_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from ..config import GatewayConfig
 from ..errors import GatewayError, UpstreamTimeoutError
 from ..failover import Opened, open_first_content, opener
 from ..policy import Policy
-from ..relay import shaper_for
+from ..providers.base import first_dialect
 from ..router import Router
 from ..schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
-from ..shaping import StreamShaper
+from ..shaping import StreamShaper, shaper_for
 from ._source import Engine
 from ._state import StreamState
 from .errors import APIStatusError, status_error
@@ -129,7 +129,7 @@ class InProcessTransport:
             policy, chain = self.router.plan(req)
         except GatewayError as exc:
             raise api_error(exc) from None
-        shaper = shaper_for(req, chain)
+        shaper = shaper_for(req, first_dialect(chain))
         open_one = opener(req, policy)
 
         total = policy.timeouts.total

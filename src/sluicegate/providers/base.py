@@ -15,7 +15,7 @@ the server calls it on every exit path, including client disconnect.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ from ..errors import UpstreamError
 from ..redact import scrub
 from ..schemas import ChatRequest, CompletionRequest
 
-__all__ = ["ChunkStream", "Provider", "Target"]
+__all__ = ["ChunkStream", "Provider", "Target", "first_dialect"]
 
 log = logging.getLogger("sluicegate.providers")
 
@@ -118,3 +118,11 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release pooled connections or engines at gateway shutdown."""
         ...
+
+
+def first_dialect(chain: Sequence[object]) -> str | None:
+    """The provider dialect (``"openai"``, ``"anthropic"``, ...) of a chain's first ``Target``
+    (entries may be errors of fallbacks that did not resolve); None if none has one."""
+    first = next((t for t in chain if isinstance(t, Target)), None)
+    dialect = getattr(first.provider, "dialect", None) if first is not None else None
+    return dialect if isinstance(dialect, str) else None
