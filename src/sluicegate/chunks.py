@@ -14,7 +14,7 @@ Usage objects are ``{"prompt_tokens","completion_tokens","total_tokens"}`` (toke
 from __future__ import annotations
 
 import math
-import secrets
+import random
 import time
 from typing import Any, Literal
 
@@ -37,7 +37,8 @@ _OBJECT = {"chat": "chat.completion.chunk", "text": "text_completion"}
 
 def new_id(kind: Kind) -> str:
     """A fresh completion id: ``chatcmpl-…`` for chat, ``cmpl-…`` for text."""
-    return ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
+    # Unique, not secret: the PRNG (~0.3 µs) instead of os.urandom (a syscall per request).
+    return f"{'chatcmpl-' if kind == 'chat' else 'cmpl-'}{random.getrandbits(96):024x}"
 
 
 def now() -> int:

@@ -22,6 +22,8 @@ its own registry, so several gateways can live in one process (tests).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -59,6 +61,7 @@ class Metrics:
             "sluicegate_malformed_events", "Upstream events skipped as malformed, by provider.",
             ["provider"], registry=self.registry,
         )
+        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self.in_flight = Gauge(
             "sluicegate_streams_in_flight", "Streams currently open.", registry=self.registry,
         )
@@ -75,12 +78,23 @@ class Metrics:
         completion_tokens: int,
     ) -> None:
         """Record one finished request (durations in s, counts in tokens)."""
-        self.requests.labels(deployment, provider, outcome).inc()
+        key = (deployment, provider, outcome)
+        children = self._children.get(key)
+        if children is None:
+            # labels() costs ~1 µs a call; the label values are configured names, so the
+            # children of each combination are few and kept.
+            children = self._children[key] = (
+                self.requests.labels(deployment, provider, outcome),
+                self.ttft.labels(deployment), self.duration.labels(deployment),
+                self.tokens.labels(deployment, "prompt"),
+                self.tokens.labels(deployment, "completion"))
+        requests, ttft, duration, prompt, completion = children
+        requests.inc()
         if ttft_s is not None:
-            self.ttft.labels(deployment).observe(ttft_s)
-        self.duration.labels(deployment).observe(duration_s)
-        self.tokens.labels(deployment, "prompt").inc(prompt_tokens)
-        self.tokens.labels(deployment, "completion").inc(completion_tokens)
+            ttft.observe(ttft_s)
+        duration.observe(duration_s)
+        prompt.inc(prompt_tokens)
+        completion.inc(completion_tokens)
 
     def render(self) -> bytes:
         """The exposition text."""

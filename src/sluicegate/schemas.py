@@ -81,7 +81,10 @@ class _SamplingRequest(_Lenient):
     @property
     def raw(self) -> dict[str, Any]:
         """The JSON body as the client sent it (for pass-through to an OpenAI upstream)."""
-        return self._raw
+        # Read from the private store directly: ``self._raw`` would go through pydantic's
+        # ``__getattr__`` (~1.3 µs, on every request's path).
+        raw: dict[str, Any] = self.__pydantic_private__["_raw"]  # type: ignore[index]
+        return raw
 
     @property
     def include_usage(self) -> bool:
