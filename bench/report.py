@@ -85,6 +85,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         growth = leak["rss_total_kib"] / leak["rss_first_kib"] - 1
         out.append((f"RSS after {leak['total']:,} streams within 10% of after {leak['first']:,}",
                     f"{growth * 100:+.1f}%", growth <= 0.10))
+    for name, data in (results.get("shapes") or {}).items():
+        sg, pt = data.get("sluicegate") or {}, data.get("passthrough") or {}
+        r = _ratio(sg.get("cpu_us_per_request"), pt.get("cpu_us_per_request"))
+        out.append((f"CPU per request ≤ 1.2× the passthrough ({name}, 100 concurrent)",
+                    f"{_fmt(r, 2)}×", None if r is None else r <= 1.2))
     local = results.get("local")
     if local:
         r = _ratio(local["gateway"]["decode_tps"], local["direct"]["decode_tps"])
@@ -117,6 +122,7 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
     for name, measured, met in targets(results):
         lines.append(f"| {name} | {measured} | {'yes' if met else 'no' if met is False else '–'} |")
     lines += _streaming_tables(results)
+    lines += _shape_tables(results)
     lines += _memory_tables(results)
     local = results.get("local")
     if local:
@@ -163,6 +169,27 @@ def _streaming_tables(results: dict[str, Any]) -> list[str]:
                 f"| {r['chunks_per_s']:,.0f} | {r['ttft_ms']['p50']:.1f} / "
                 f"{r['ttft_ms']['p99']:.1f} | {added} | {r['gap_ms']['p50']:.1f} / "
                 f"{r['gap_ms']['p99']:.1f} | {_fmt(cpu)} | {_fmt(_ratio(cpu, pt), 2)} |")
+    return lines
+
+
+def _shape_tables(results: dict[str, Any]) -> list[str]:
+    shapes = results.get("shapes") or {}
+    if not shapes:
+        return []
+    lines = ["", "## Shapes: 100 concurrent streams (per-request cost shows on short ones)", "",
+             "| shape | target | streams ok / errors | CPU µs per chunk | CPU µs per request "
+             "| × passthrough (request) | TTFT p50 / p99 (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, data in shapes.items():
+        pt = (data.get("passthrough") or {}).get("cpu_us_per_request")
+        for kind, r in data.items():
+            direct = kind == "direct"
+            per_request = None if direct else r.get("cpu_us_per_request")
+            lines.append(
+                f"| {name} | {kind} | {r['completed']} / {r['errors']} "
+                f"| {_fmt(None if direct else r.get('cpu_us_per_chunk'))} "
+                f"| {_fmt(per_request, 0)} | {_fmt(_ratio(per_request, pt), 2)} "
+                f"| {r['ttft_ms']['p50']:.1f} / {r['ttft_ms']['p99']:.1f} |")
     return lines
 
 

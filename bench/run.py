@@ -10,7 +10,9 @@ Scenarios:
 2. saturation: the same with no gap between chunks: the most chunks/s one core delivers;
 3. memory: PSS slope over N slow open streams (N = 0, 500, 2,000, 10,000);
 4. leak: RSS after 10k streams against after 100k streams;
-5. embedded model: tokens/s and TTFT through the gateway against llama-cpp-python directly.
+5. embedded model: tokens/s and TTFT through the gateway against llama-cpp-python directly;
+6. shapes: short and long streams at 100 concurrent (64 chunks 20 ms apart, 64 and 8 chunks
+   with no gap): CPU per chunk and per request, TTFT p50/p99, each target in turn.
 
 Usage: ``python bench/run.py [--smoke] [--skip-litellm] [--only streaming,memory,...]``.
 ``--smoke`` runs every scenario tiny, to check that everything works (CI), and writes its report
@@ -127,12 +129,15 @@ class Bench:
 
     def targets(self) -> list[str]:
         kinds = list(TARGETS)
+        note = None
         if self.skip_litellm or self.smoke:
             kinds.remove("litellm")
-            self.notes.append("LiteLLM was not run (--skip-litellm or --smoke).")
+            note = "LiteLLM was not run (--skip-litellm or --smoke)."
         elif self.litellm_python() is None:
             kinds.remove("litellm")
-            self.notes.append("LiteLLM could not be installed here, so it is not compared.")
+            note = "LiteLLM could not be installed here, so it is not compared."
+        if note is not None and note not in self.notes:
+            self.notes.append(note)
         return kinds
 
     # -- load ------------------------------------------------------------------------------
@@ -160,6 +165,8 @@ class Bench:
         result["target_cpu_s"] = after - before
         chunks = max(1, int(result["chunks_total"]))
         result["cpu_us_per_chunk"] = (after - before) * 1e6 / chunks if proc else 0.0
+        requests = max(1, int(result["completed"]))
+        result["cpu_us_per_request"] = (after - before) * 1e6 / requests if proc else 0.0
         return result
 
     # -- scenarios -------------------------------------------------------------------------
@@ -179,6 +186,27 @@ class Bench:
                 self.notes.append(f"{tag}: {kind} failed: {exc}")
             print(f"[{tag}] {kind}: {summary(results.get(kind))}", file=sys.stderr)
         return results
+
+    def shapes(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per-request cost shows on short streams: 100 concurrent streams of each shape."""
+        concurrency, streams = (10, 40) if self.smoke else (100, 1500)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for chunks, gap_ms in ((64, 20), (64, 0), (8, 0)):
+            name = f"{chunks}x{gap_ms}ms"
+            out[name] = {}
+            for kind in self.targets():
+                try:
+                    with self.served(kind, chunks, gap_ms) as (proc, base, model, key):
+                        self.load(base, model, key, concurrency=concurrency,
+                                  streams=concurrency, tag=f"shape-{name}-{kind}-warm")
+                        out[name][kind] = self.measured_load(
+                            proc, base, model, key, concurrency=concurrency, streams=streams,
+                            tag=f"shape-{name}-{kind}")
+                except (RuntimeError, subprocess.SubprocessError) as exc:
+                    self.notes.append(f"shapes {name}: {kind} failed: {exc}")
+                print(f"[shapes {name}] {kind}: {summary(out[name].get(kind))}",
+                      file=sys.stderr)
+        return out
 
     def memory(self) -> dict[str, list[dict[str, Any]]]:
         levels = [0, 50, 200] if self.smoke else [0, 500, 2000, 10000]
@@ -266,7 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny runs; report under bench/.work")
     parser.add_argument("--skip-litellm", action="store_true")
-    parser.add_argument("--only", default="streaming,saturation,memory,leak,local")
+    parser.add_argument("--only", default="streaming,saturation,shapes,memory,leak,local")
     args = parser.parse_args()
     work = BENCH / ".work"
     work.mkdir(exist_ok=True)
@@ -278,6 +306,8 @@ def main() -> None:
         results["streaming"] = bench.streaming(20, "streaming")
     if "saturation" in only:
         results["saturation"] = bench.streaming(0, "saturation")
+    if "shapes" in only:
+        results["shapes"] = bench.shapes()
     if "memory" in only:
         results["memory"] = bench.memory()
     if "leak" in only:

@@ -21,13 +21,18 @@ def test_bench_suite_smoke() -> None:
                           preexec_fn=die_with_parent)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((ROOT / "bench/.work/results.json").read_text())
-    assert results["notes"] == ["LiteLLM was not run (--skip-litellm or --smoke)."] * 2
+    assert results["notes"] == ["LiteLLM was not run (--skip-litellm or --smoke)."]
     for scenario in ("streaming", "saturation"):
         for kind in ("direct", "passthrough", "sluicegate"):
             run = results[scenario][kind]
             assert run["errors"] == 0 and run["no_done"] == 0
             assert run["completed"] == run["streams_started"] > 0
         assert results[scenario]["sluicegate"]["cpu_us_per_chunk"] > 0
+    for shape in ("64x20ms", "64x0ms", "8x0ms"):
+        for kind in ("direct", "passthrough", "sluicegate"):
+            run = results["shapes"][shape][kind]
+            assert run["errors"] == 0 and run["completed"] == run["streams_started"] > 0
+        assert results["shapes"][shape]["sluicegate"]["cpu_us_per_request"] > 0
     assert [r["streams"] for r in results["memory"]["sluicegate"]] == [0, 50, 200]
     assert all(r["errors"] == 0 for r in results["memory"]["sluicegate"])
     assert results["leak"]["errors"] == 0
