@@ -266,7 +266,8 @@ def test_console_script_serves_and_stops(tmp_path: Path, upstream: FakeOpenAIUps
         try:
             wait_healthy(url, proc)
             health = httpx.get(url + "/healthz", timeout=5).json()
-            assert health == {"status": "ok", "local_models_loaded": {}, "local_models": {}}
+            assert health == {"status": "ok", "pid": proc.pid, "local_models_loaded": {},
+                              "local_models": {}}
 
             body = {"model": "mock/gpt-sub", "stream": True,
                     "messages": [{"role": "user", "content": "hi"}]}

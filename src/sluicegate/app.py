@@ -39,7 +39,7 @@ http_log.addFilter(_NoRawRequests())
 
 
 async def start_server(
-    config: GatewayConfig, gateway: Gateway | None = None
+    config: GatewayConfig, gateway: Gateway | None = None, *, reuse_port: bool = False
 ) -> tuple[web.AppRunner, int]:
     """Start serving in the running loop; returns the runner and the bound port.
 
@@ -53,7 +53,8 @@ async def start_server(
     runner = web.AppRunner(gateway.build_app(), handler_cancellation=True, access_log=None,
                            logger=http_log, keepalive_timeout=config.server.header_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=2048)
+    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=2048,
+                       reuse_port=reuse_port or None)
     await site.start()
     port = config.server.port
     for address in runner.addresses:
@@ -62,12 +63,14 @@ async def start_server(
     return runner, port
 
 
-def run_server(config: GatewayConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly (blocking). Uses uvloop."""
+def run_server(config: GatewayConfig, on_ready: Callable[[int], None] | None = None, *,
+               reuse_port: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly (blocking). Uses uvloop.
+    ``reuse_port``: bind with ``SO_REUSEPORT``, so worker processes share the port."""
 
     async def main() -> None:
         gateway = Gateway(config)
-        runner, port = await start_server(config, gateway)
+        runner, port = await start_server(config, gateway, reuse_port=reuse_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

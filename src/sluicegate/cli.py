@@ -37,8 +37,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port (0: any free port).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config file.")] = None,
     lazy: Annotated[bool, typer.Option(help="Load local models on first use.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Processes serving one port.")] = 1,
+    reuse_port: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
-    """Start the gateway (blocking). With no config it serves the embedded local model."""
+    """Start the gateway (blocking). With no config it serves the embedded local model.
+
+    ``--workers N`` runs N processes on one port (``SO_REUSEPORT``; see ``sluicegate.workers``).
+    """
     from .app import run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -53,6 +58,17 @@ def serve(
         cfg.server.port = port
     if lazy:
         cfg.local.preload = False
+    if workers > 1:
+        from .workers import free_port, supervise
+
+        bound = cfg.server.port or free_port(cfg.server.host)
+        argv = [sys.executable, "-m", "sluicegate.cli", "serve", "--workers", "1",
+                "--reuse-port", "--host", cfg.server.host, "--port", str(bound)]
+        argv += ["--config", str(config)] if config is not None else []
+        argv += ["--lazy"] if lazy else []
+        console.print(f"[bold green]sluicegate[/bold green] starting {workers} workers on "
+                      f"http://{cfg.server.host}:{bound}")
+        raise typer.Exit(supervise(argv, workers, cfg.server.shutdown_grace_s))
     if cfg.local.preload and cfg.embedded_model:
         console.print("[dim]loading the embedded model…[/dim]")
 
@@ -62,7 +78,7 @@ def serve(
             f"http://{cfg.server.host}:{bound}  (POST /v1/chat/completions)"
         )
 
-    run_server(cfg, on_ready=ready)
+    run_server(cfg, on_ready=ready, reuse_port=reuse_port)
     console.print("[dim]stopped[/dim]")
 
 

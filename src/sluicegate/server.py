@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -140,6 +141,7 @@ class Gateway:
         engines = self.router.engines.items()
         return web.json_response({
             "status": "ok",
+            "pid": os.getpid(),  # which worker answered (serve --workers N)
             "local_models_loaded": {name: engine.loaded for name, engine in engines},
             "local_models": {name: engine.describe() for name, engine in engines},
         })

@@ -1,0 +1,64 @@
+"""``sluicegate serve --workers 2``: two processes on one port, both taking requests, both
+drained by one SIGTERM, none left behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from bench.procs import die_with_parent
+
+from .fakes import FakeOpenAIUpstream, free_port
+from .test_children import _alive
+from .test_cli import SCRIPT, subprocess_env
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_share_one_port(tmp_path: Path, upstream: FakeOpenAIUpstream,
+                                    fake: FakeOpenAIUpstream) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "embedded_model: false\nserver:\n  shutdown_grace_s: 2\n"
+        f"models:\n  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream.base_url}\n",
+        encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [str(SCRIPT), "serve", "--workers", "2", "--port", str(port), "--config",
+             str(config)], stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent)
+    pids: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:  # a new connection each time: the kernel picks a worker per connection
+                pids.add(httpx.get(url + "/healthz", timeout=2).json()["pid"])
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert len(pids) == 2, f"only {pids} answered"
+        assert proc.pid not in pids, "the supervisor itself serves nothing"
+        body = {"model": "mock/x", "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        lines = httpx.post(url + "/v1/chat/completions", json=body, timeout=10).text.split("\n")
+        chunks = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text == "".join(fake.script.texts)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids), "a worker outlived the supervisor"
+    assert log.read_text().count("listening on") == 2
