@@ -350,8 +350,8 @@ class Run:
 
     # -- accounting ------------------------------------------------------------------------
 
-    async def _close_streams(self) -> None:
-        for stream in self.streams:
+    async def _close_streams(self, streams: list[ChunkStream]) -> None:
+        for stream in streams:
             await stream.aclose()
 
     async def _finish(self) -> None:
@@ -360,7 +360,9 @@ class Run:
         # shielded, and accounting happens whatever the ending.
         shaper = self.shaper
         try:
-            await asyncio.shield(self._close_streams())
+            # Most streams close at once (the body already ended): no task, no loop turn.
+            if waiting := [s for s in self.streams if not s.close_now()]:
+                await asyncio.shield(self._close_streams(waiting))
         finally:
             if shaper.usage is None and self.streams:
                 shaper.usage = self.streams[-1].partial_usage()

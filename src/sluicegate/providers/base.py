@@ -73,6 +73,11 @@ class ChunkStream:
     async def aclose(self) -> None:
         """Release the upstream connection or local generation. Idempotent."""
 
+    def close_now(self) -> bool:
+        """Release everything without waiting, if that is possible now; True if done (then
+        ``aclose`` has nothing left to do). False (the default) leaves it to ``aclose``."""
+        return False
+
     def partial_usage(self) -> dict[str, Any] | None:
         """Usage counted so far when the stream ended without its usage chunk (cancelled or
         failed), if the provider can count it exactly; None lets the gateway estimate it."""

@@ -190,6 +190,18 @@ class UpstreamStream(ChunkStream, Generic[EventT]):
         if tail:
             yield tail
 
+    def close_now(self) -> bool:
+        """Unless a finished body still has bytes to drain (for connection reuse), close or
+        release the response now."""
+        response = self._response
+        if self._done and not response.content.is_eof():
+            return False
+        if self._done:
+            response.release()
+        else:
+            response.close()
+        return True
+
     async def aclose(self) -> None:
         response = self._response
         if self._done and not response.content.is_eof():

@@ -67,6 +67,10 @@ class LocalStream(ChunkStream):
     async def aclose(self) -> None:
         self._job.cancel()
 
+    def close_now(self) -> bool:
+        self._job.cancel()
+        return True
+
     def partial_usage(self) -> dict[str, Any]:
         """Exact counts for a stream that ended early: the prompt and every sampled token."""
         return make_usage(len(self._job.prompt_tokens), self._job.completion_tokens)
