@@ -20,7 +20,6 @@ and code).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,8 +33,6 @@ from .base import ChunkStream, Target
 from .http import END, HTTPProvider, MalformedEvent, UpstreamStream
 
 __all__ = ["OpenAIProvider", "OpenAIStream", "midstream_error"]
-
-log = logging.getLogger("sluicegate.providers.openai")
 
 _OPENROUTER_ONLY = ("models", "provider")
 
