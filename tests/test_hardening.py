@@ -401,3 +401,23 @@ def test_a_gzipped_line_that_never_ends_is_cut_at_the_event_limit() -> None:
     assert events[-1] == b"data: [DONE]"
     assert orjson.loads(events[-2][6:])["error"]["code"] == "event_too_large"
     assert elapsed < 10
+
+
+def test_a_trickled_request_body_gets_a_408(fake: FakeOpenAIUpstream) -> None:
+    """The head arrives, the body (1,000 bytes announced) does not: 408 after
+    ``server.header_timeout_s`` (1 s here), instead of a handler waiting forever."""
+    config = GatewayConfig.model_validate({"embedded_model": False,
+                                           "server": {"header_timeout_s": 1.0}})
+    server, _ = start_gateway(config)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            answer = sock.recv(65536)
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code":"request_timeout"' in answer
+    assert 0.9 < elapsed < 5

@@ -120,7 +120,8 @@ class ServerSettings(_Strict):
     shutdown_grace_s: float = Field(default=10.0, ge=0)  # live requests' time to finish
     header_timeout_s: float = Field(default=10.0, gt=0)
     """A connection must send a whole request head within this many seconds of connecting or
-    of its previous response, else it is closed (slowloris; idle keep-alive connections)."""
+    of its previous response, else it is closed (slowloris; idle keep-alive connections); a
+    request body gets as long again, else 408."""
 
 
 class LocalSettings(_Strict):

@@ -10,6 +10,7 @@
     │   └── ProviderNotConfiguredError 404 code=provider_not_configured (names the key variable)
     ├── RouteNotFoundError            404 not_found_error
     ├── MethodNotAllowedError         405 invalid_request_error
+    ├── RequestTimeoutError           408 invalid_request_error, code=request_timeout
     ├── PayloadTooLargeError          413 invalid_request_error, code=request_too_large
     ├── RateLimitError                429 rate_limit_exceeded (carries retry_after in s)
     ├── ShuttingDownError             503 code=shutting_down (the shutdown grace ran out)
@@ -114,6 +115,14 @@ class MethodNotAllowedError(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeoutError(GatewayError):
+    """The client did not send its whole request body in time."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLargeError(GatewayError):

@@ -40,6 +40,7 @@ from .errors import (
     InvalidRequestError,
     MethodNotAllowedError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     RouteNotFoundError,
     ShuttingDownError,
 )
@@ -174,7 +175,17 @@ class Gateway:
         limit = self.config.server.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLargeError(f"The request body exceeds {limit} bytes.")
-        raw = await request.read()
+        if request.content.is_eof():
+            raw = await request.read()  # the whole body came with the head: no wait
+        else:
+            # A body trickled in a byte at a time must not hold a handler forever.
+            limit_s = self.config.server.header_timeout_s
+            try:
+                async with asyncio.timeout(limit_s):
+                    raw = await request.read()
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"The request body did not arrive within {limit_s:g} s.") from None
         if not raw:
             raise InvalidRequestError("The request body is empty; expected a JSON object.")
         try:
