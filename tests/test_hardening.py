@@ -6,11 +6,14 @@ OpenAI-dialect one. Cases on upstreams that misbehave live beside the dialects t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -26,6 +29,17 @@ from .conftest import MASTER_KEY, MOCK_KEY, MOCK_KEY_ENV
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, free_port, start_gateway
 
 MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@contextlib.contextmanager
+def _gateway(settings: dict[str, Any]) -> Iterator[ServerThread]:
+    """A gateway of its own, configured by ``settings`` (no embedded model), stopped on exit."""
+    server, _ = start_gateway(GatewayConfig.model_validate({"embedded_model": False,
+                                                            **settings}))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _chat(server: ServerThread, body: dict[str, object], **headers: str) -> httpx.Response:
@@ -179,21 +193,18 @@ def test_deeply_nested_pass_through_field_is_a_400(gw: ServerThread,
 def test_attempts_per_request_are_capped_over_the_whole_chain(fake: FakeOpenAIUpstream) -> None:
     """Eight failing fallbacks with two retries each would be 24 upstream calls; the cap
     (3 here) stops the request there."""
-    config = GatewayConfig.model_validate({
-        "embedded_model": False,
-        "routing": {"max_retries": 2, "retry_initial_s": 0.01, "retry_max_wait_s": 0.05,
-                    "max_attempts": 3},
-        "models": [{"name": "mock/*", "provider": "openai", "base_url": fake.base_url,
-                    "api_key_env": MOCK_KEY_ENV}]})
     fake.script = Script(status=503)
     mp = pytest.MonkeyPatch()
     mp.setenv(MOCK_KEY_ENV, MOCK_KEY)
-    server, _ = start_gateway(config)
     try:
-        r = _chat(server, {"model": "mock/a", "messages": MESSAGES,
-                           "models": [f"mock/f{i}" for i in range(8)]})
+        with _gateway({"routing": {"max_retries": 2, "retry_initial_s": 0.01,
+                                   "retry_max_wait_s": 0.05, "max_attempts": 3},
+                       "models": [{"name": "mock/*", "provider": "openai",
+                                   "base_url": fake.base_url,
+                                   "api_key_env": MOCK_KEY_ENV}]}) as server:
+            r = _chat(server, {"model": "mock/a", "messages": MESSAGES,
+                               "models": [f"mock/f{i}" for i in range(8)]})
     finally:
-        server.stop()
         mp.undo()
     assert r.status_code == 503
     assert len(fake.received) == 3
@@ -247,15 +258,10 @@ def test_configured_secrets_never_reach_clients_or_logs(
 def test_unreachable_upstream_message_names_the_provider_not_its_address(
         fake: FakeOpenAIUpstream) -> None:
     dead = free_port()
-    config = GatewayConfig.model_validate({
-        "embedded_model": False, "routing": {"max_retries": 0},
-        "models": [{"name": "dead", "provider": "openai",
-                    "base_url": f"http://127.0.0.1:{dead}/v1"}]})
-    server, _ = start_gateway(config)
-    try:
+    with _gateway({"routing": {"max_retries": 0},
+                   "models": [{"name": "dead", "provider": "openai",
+                               "base_url": f"http://127.0.0.1:{dead}/v1"}]}) as server:
         r = _chat(server, {"model": "dead", "messages": MESSAGES})
-    finally:
-        server.stop()
     assert r.status_code == 502
     assert r.json()["error"]["message"] == "Cannot reach the upstream (dead)."
     assert str(dead) not in r.text
@@ -300,10 +306,7 @@ def test_slowloris_connections_are_closed_after_the_header_timeout(
         fake: FakeOpenAIUpstream) -> None:
     """A client trickling its request head (a byte every 0.2 s) is cut off after
     ``server.header_timeout_s`` (1 s here); a prompt client on the same gateway is served."""
-    config = GatewayConfig.model_validate({"embedded_model": False,
-                                           "server": {"header_timeout_s": 1.0}})
-    server, _ = start_gateway(config)
-    try:
+    with _gateway({"server": {"header_timeout_s": 1.0}}) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             started = time.monotonic()
             closed_after = None
@@ -324,8 +327,6 @@ def test_slowloris_connections_are_closed_after_the_header_timeout(
         assert closed_after is not None, "the trickling connection was never closed"
         assert closed_after < 4
         assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e400", "Infinity"])
@@ -386,16 +387,14 @@ def test_a_gzipped_line_that_never_ends_is_cut_at_the_event_limit() -> None:
         return application
 
     upstream = ServerThread.serve(app)
-    config = GatewayConfig.model_validate({
-        "embedded_model": False, "routing": {"max_retries": 0},
-        "models": [{"name": "bomb", "provider": "openai", "base_url": upstream.url + "/v1"}]})
-    server, _ = start_gateway(config)
     try:
-        started = time.monotonic()
-        r = _chat(server, {"model": "bomb", "messages": MESSAGES, "stream": True})
-        elapsed = time.monotonic() - started
+        with _gateway({"routing": {"max_retries": 0},
+                       "models": [{"name": "bomb", "provider": "openai",
+                                   "base_url": upstream.url + "/v1"}]}) as server:
+            started = time.monotonic()
+            r = _chat(server, {"model": "bomb", "messages": MESSAGES, "stream": True})
+            elapsed = time.monotonic() - started
     finally:
-        server.stop()
         upstream.stop()
     events = [e for e in r.content.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
@@ -406,18 +405,13 @@ def test_a_gzipped_line_that_never_ends_is_cut_at_the_event_limit() -> None:
 def test_a_trickled_request_body_gets_a_408(fake: FakeOpenAIUpstream) -> None:
     """The head arrives, the body (1,000 bytes announced) does not: 408 after
     ``server.header_timeout_s`` (1 s here), instead of a handler waiting forever."""
-    config = GatewayConfig.model_validate({"embedded_model": False,
-                                           "server": {"header_timeout_s": 1.0}})
-    server, _ = start_gateway(config)
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            started = time.monotonic()
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
-            answer = sock.recv(65536)
-            elapsed = time.monotonic() - started
-    finally:
-        server.stop()
+    with (_gateway({"server": {"header_timeout_s": 1.0}}) as server,
+          socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock):
+        started = time.monotonic()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        answer = sock.recv(65536)
+        elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"code":"request_timeout"' in answer
     assert 0.9 < elapsed < 5
