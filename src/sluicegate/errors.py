@@ -148,7 +148,7 @@ class RateLimitError(GatewayError):
 
 Reason = Literal["connection_lost", "ended_early", "malformed", "bad_shape", "too_large",
                  "reported", "stall", "total", "local_failed"]
-"""What went wrong mid-stream, for the message the client reads (``relay.explain``)."""
+"""What went wrong mid-stream, for the message the client reads (``explain_midstream``)."""
 
 
 class ShuttingDownError(GatewayError):

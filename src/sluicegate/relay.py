@@ -200,23 +200,22 @@ class Run:
         happened in words (``explain_midstream``), and a client that asked for usage gets the
         usage chunk (``"estimated": true`` where it is) just before the error frame."""
         self.outcome = "failed"
+        self._explain(exc)
         out = b""
-        if self.shaper.started:
-            if isinstance(exc, UpstreamError):
-                self._explain(exc)
-            if self.shaper.include_usage:
-                out = _frame(self.shaper.usage_chunk())
+        if self.shaper.started and self.shaper.include_usage:
+            out = _frame(self.shaper.usage_chunk())
         log.warning("stream failed after headers: %s%s", exc.message, _detail(exc))
         with contextlib.suppress(ConnectionError):
             await response.write(out + _frame(self.shaper.error_chunk(exc)) + DONE)
             await response.write_eof()
 
     def _explain(self, exc: GatewayError) -> None:
-        """Reword a failure after the first token (provider, tokens delivered)."""
-        shaper = self.shaper
-        if shaper.usage is None and self.streams:
-            shaper.usage = self.streams[-1].partial_usage()
-        tokens = int(shaper.final_usage().get("completion_tokens") or 0)
+        """Reword an upstream failure after the first token (provider, tokens delivered);
+        anything else, or a failure before content, keeps its message."""
+        if not (self.shaper.started and isinstance(exc, UpstreamError)):
+            return
+        self._settle_usage()
+        tokens = int(self.shaper.final_usage().get("completion_tokens") or 0)
         timeouts = self.policy.timeouts
         limit = timeouts.stall if exc.code == "stall_timeout" else timeouts.total
         name = self.target.provider.name if self.target is not None else "unknown"
@@ -230,8 +229,7 @@ class Run:
             self.shaper.include_usage = False
             self.shaper.closing_chunks()  # raises if the upstream ended early
         except GatewayError as exc:
-            if self.shaper.started:
-                self._explain(exc)
+            self._explain(exc)
             log.warning("completion failed after the first token: %s%s", exc.message,
                         _detail(exc))
             raise
@@ -358,15 +356,18 @@ class Run:
         # Closing may wait (draining a finished body, ≤ 0.5 s, so its connection is reused) and
         # the client may disconnect meanwhile, cancelling this task: the closing goes on
         # shielded, and accounting happens whatever the ending.
-        shaper = self.shaper
         try:
             # Most streams close at once (the body already ended): no task, no loop turn.
             if waiting := [s for s in self.streams if not s.close_now()]:
                 await asyncio.shield(self._close_streams(waiting))
         finally:
-            if shaper.usage is None and self.streams:
-                shaper.usage = self.streams[-1].partial_usage()
+            self._settle_usage()
             account(self._accounted(time.perf_counter() - self.started), self.metrics)
+
+    def _settle_usage(self) -> None:
+        """Without the upstream's usage, take what the provider counted exactly, if it can."""
+        if self.shaper.usage is None and self.streams:
+            self.shaper.usage = self.streams[-1].partial_usage()
 
     def _accounted(self, duration_s: float) -> Accounted:
         shaper = self.shaper

@@ -203,17 +203,18 @@ class UpstreamStream(ChunkStream, Generic[EventT]):
         return True
 
     async def aclose(self) -> None:
+        if self.close_now():
+            return
+        # After the end event only the body's end (e.g. the last chunk of chunked encoding) is
+        # left; read it so the connection can be reused.
         response = self._response
-        if self._done and not response.content.is_eof():
-            # After the end event only the body's end (e.g. the last chunk of chunked
-            # encoding) is left; read it so the connection can be reused.
-            try:
-                async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-                    while await response.content.readany():
-                        pass
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-        if self._done and response.content.is_eof():
+        try:
+            async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                while await response.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        if response.content.is_eof():
             response.release()
         else:
             response.close()
