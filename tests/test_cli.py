@@ -242,52 +242,56 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
     return proc.returncode
 
 
+def serve_mock(tmp_path: Path, upstream: FakeOpenAIUpstream, settings: str = "",
+               *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The console script serving ``mock/*`` from ``upstream`` on a free port, with
+    ``settings`` (YAML lines) in its config and ``args`` after ``serve``; its output goes to
+    ``serve.log``. Returns the process, its base URL and the log's path."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"embedded_model: false\n{settings}models:\n"
+        f"  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream.base_url}\n",
+        encoding="utf-8")
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(SCRIPT), "serve", *args, "--port", str(port), "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent)
+    return proc, f"http://127.0.0.1:{port}", log_path
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_console_script_serves_and_stops(tmp_path: Path, upstream: FakeOpenAIUpstream,
                                          fake: FakeOpenAIUpstream, sig: signal.Signals) -> None:
     assert SCRIPT.exists(), SCRIPT
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        "embedded_model: false\n"
-        "local:\n  preload: true\n"
-        "models:\n"
-        f"  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream.base_url}\n",
-        encoding="utf-8",
-    )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(SCRIPT), "serve", "--port", str(port), "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent,
-        )
-        try:
-            wait_healthy(url, proc)
-            health = httpx.get(url + "/healthz", timeout=5).json()
-            assert health == {"status": "ok", "pid": proc.pid, "local_models_loaded": {},
-                              "local_models": {}}
+    proc, url, log_path = serve_mock(tmp_path, upstream, "local:\n  preload: true\n")
+    try:
+        wait_healthy(url, proc)
+        health = httpx.get(url + "/healthz", timeout=5).json()
+        assert health == {"status": "ok", "pid": proc.pid, "local_models_loaded": {},
+                          "local_models": {}}
 
-            body = {"model": "mock/gpt-sub", "stream": True,
-                    "messages": [{"role": "user", "content": "hi"}]}
-            text: list[str] = []
-            with httpx.stream("POST", url + "/v1/chat/completions", json=body,
-                              timeout=10) as r:
-                assert r.status_code == 200
-                assert r.headers["content-type"].startswith("text/event-stream")
-                lines = [line for line in r.iter_lines() if line]
-            assert lines[-1] == "data: [DONE]"
-            for line in lines[:-1]:
-                chunk = json.loads(line.removeprefix("data: "))
-                text.extend((c["delta"].get("content") or "") for c in chunk["choices"])
-            assert "".join(text) == "".join(fake.script.texts)
-            assert fake.received[-1].body["model"] == "gpt-sub"
+        body = {"model": "mock/gpt-sub", "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        text: list[str] = []
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body,
+                          timeout=10) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = [line for line in r.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        for line in lines[:-1]:
+            chunk = json.loads(line.removeprefix("data: "))
+            text.extend((c["delta"].get("content") or "") for c in chunk["choices"])
+        assert "".join(text) == "".join(fake.script.texts)
+        assert fake.received[-1].body["model"] == "gpt-sub"
 
-            models = httpx.get(url + "/v1/models", timeout=5).json()["data"]
-            assert models == []  # only a pattern, and no embedded model
-        finally:
-            status = stop(proc, sig)
+        models = httpx.get(url + "/v1/models", timeout=5).json()["data"]
+        assert models == []  # only a pattern, and no embedded model
+    finally:
+        status = stop(proc, sig)
     output = log_path.read_text(encoding="utf-8", errors="replace")
     assert f"listening on {url}" in flat(output)
     assert status == 0, output  # both signals shut down cleanly

@@ -8,7 +8,6 @@ when the grace runs out, and the process exits soon after.
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from bench.procs import die_with_parent
 
-from .fakes import FakeOpenAIUpstream, Script, free_port
-from .test_cli import SCRIPT, subprocess_env, wait_healthy
+from .fakes import FakeOpenAIUpstream, Script
+from .test_cli import serve_mock, wait_healthy
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -39,21 +37,9 @@ def _stream(url: str, started: threading.Event, out: dict[str, bytes], name: str
 def test_sigterm_gives_live_streams_a_bounded_grace(tmp_path: Path,
                                                      upstream: FakeOpenAIUpstream,
                                                      fake: FakeOpenAIUpstream) -> None:
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        "embedded_model: false\nserver:\n  shutdown_grace_s: 1.5\n"
-        f"models:\n  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream.base_url}\n",
-        encoding="utf-8")
     fake.queue = [Script(texts=[f"w{i} " for i in range(100)], gap_s=0.1),  # 10 s
                   Script(texts=[f"w{i} " for i in range(8)], gap_s=0.1)]  # 0.8 s
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [str(SCRIPT), "serve", "--port", str(port), "--config", str(config)],
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent)
+    proc, url, log = serve_mock(tmp_path, upstream, "server:\n  shutdown_grace_s: 1.5\n")
     out: dict[str, bytes] = {}
     try:
         wait_healthy(url, proc)

@@ -5,35 +5,22 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from bench.procs import die_with_parent
 
-from .fakes import FakeOpenAIUpstream, free_port
+from .fakes import FakeOpenAIUpstream
 from .test_children import _alive
-from .test_cli import SCRIPT, subprocess_env
+from .test_cli import serve_mock
 
 
 @pytest.mark.timeout(120)
 def test_two_workers_share_one_port(tmp_path: Path, upstream: FakeOpenAIUpstream,
                                     fake: FakeOpenAIUpstream) -> None:
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        "embedded_model: false\nserver:\n  shutdown_grace_s: 2\n"
-        f"models:\n  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream.base_url}\n",
-        encoding="utf-8")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [str(SCRIPT), "serve", "--workers", "2", "--port", str(port), "--config",
-             str(config)], stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=subprocess_env(), cwd=tmp_path, preexec_fn=die_with_parent)
+    proc, url, log = serve_mock(tmp_path, upstream, "server:\n  shutdown_grace_s: 2\n",
+                                "--workers", "2")
     pids: set[int] = set()
     try:
         deadline = time.monotonic() + 60
