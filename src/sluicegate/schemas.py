@@ -156,7 +156,8 @@ def _parse(model: type[_R], body: object) -> _R:
         request = model.model_validate(body)
     except ValidationError as exc:
         raise _raise_invalid(exc) from None
-    request._raw = body
+    # The private store directly: ``request._raw = body`` goes through pydantic's __setattr__.
+    request.__pydantic_private__["_raw"] = body  # type: ignore[index]
     return request
 
 
