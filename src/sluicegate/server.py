@@ -163,7 +163,7 @@ class Gateway:
                 await self.state.ping()
         except (StateUnavailable, TimeoutError) as exc:
             log.warning("healthz: the %s state backend is not ok: %s", self.state.name,
-                        exc or f"no answer within {STATE_PING_S:g} s")
+                        str(exc) or f"no answer within {STATE_PING_S:g} s")
             return False
         return True
 
