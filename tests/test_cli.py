@@ -271,7 +271,7 @@ def test_console_script_serves_and_stops(tmp_path: Path, upstream: FakeOpenAIUps
         wait_healthy(url, proc)
         health = httpx.get(url + "/healthz", timeout=5).json()
         assert health == {"status": "ok", "pid": proc.pid, "local_models_loaded": {},
-                          "local_models": {}}
+                          "local_models": {}, "state": {"backend": "memory", "ok": True}}
 
         body = {"model": "mock/gpt-sub", "stream": True,
                 "messages": [{"role": "user", "content": "hi"}]}

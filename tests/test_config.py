@@ -169,6 +169,31 @@ def test_env_overrides_without_a_file() -> None:
     assert c.local.preload is False
 
 
+def test_state_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    assert load_config(env={}).state.backend == "memory"
+    path = write(tmp_path, "state:\n  backend: redis\n  url: redis://10.0.0.5:6379/1\n"
+                 "  max_connections: 8\n  pool_timeout_s: 2\n")
+    c = load_config(path, env={})
+    assert (c.state.backend, c.state.url, c.state.max_connections, c.state.pool_timeout_s) == (
+        "redis", "redis://10.0.0.5:6379/1", 8, 2.0)
+    c = load_config(env={"SLUICEGATE_REDIS_URL": "redis://h:1/0"})  # a url implies redis
+    assert (c.state.backend, c.state.url) == ("redis", "redis://h:1/0")
+    c = load_config(path, env={"SLUICEGATE_STATE_BACKEND": "memory"})
+    assert c.state.backend == "memory"
+
+
+def test_state_settings_errors_name_the_fix_and_hide_the_password() -> None:
+    with pytest.raises(ConfigError, match=r"state.backend redis needs state.url"):
+        load_config(env={"SLUICEGATE_STATE_BACKEND": "redis"})
+    with pytest.raises(ConfigError, match=r"must start with redis://") as caught:
+        load_config(env={"SLUICEGATE_REDIS_URL": "http://user:pw-in-url@h:1"})
+    assert "pw-in-url" not in str(caught.value) and "user:***@h:1" in str(caught.value)
+    with pytest.raises(ConfigError):
+        load_config(env={"SLUICEGATE_STATE_BACKEND": "sqlite"})
+    assert "pw-in-url" not in repr(load_config(env={"SLUICEGATE_REDIS_URL":
+                                                    "redis://user:pw-in-url@h:1"}))
+
+
 def test_empty_env_values_are_ignored(tmp_path: Path) -> None:
     c = load_config(write(tmp_path, FULL_YAML),
                     env={"SLUICEGATE_PORT": "", "SLUICEGATE_API_KEY": ""})

@@ -63,7 +63,15 @@ def serve(
     if lazy:
         cfg.local.preload = False
     if workers > 1:
+        from .state import is_shared
         from .workers import free_port, supervise
+
+        if not is_shared(cfg.state):
+            console.print(f"[red]error:[/red] --workers {workers} needs shared state: set "
+                          "state.backend: redis and state.url in the config (or "
+                          "SLUICEGATE_REDIS_URL=redis://host:6379/0); the memory backend is "
+                          "per process")
+            raise typer.Exit(2)
 
         bound = cfg.server.port or free_port(cfg.server.host)
         argv = [sys.executable, "-m", "sluicegate.cli", "serve", "--workers", "1",

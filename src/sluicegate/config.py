@@ -51,6 +51,13 @@ YAML shape (every key optional)::
         model_path: /models/my.gguf
     aliases:
       fast: mock/gpt-4o-mini
+    state:                     # state shared by gateway processes (see sluicegate.state)
+      backend: memory          # memory (one process) or redis (needed by serve --workers N)
+      url: null                # redis://[user:password@]host:6379/0; setting it implies redis
+      max_connections: 64      # Redis connection pool size; callers wait for a free one
+      pool_timeout_s: 5        # ... this long (s), then StateUnavailable
+      socket_timeout_s: 1      # per Redis reply (s)
+      connect_timeout_s: 1     # per Redis connect (s)
 
 Built-in providers serve ``<provider>/<model>`` names when their key is set: ``openai``
 (``OPENAI_API_KEY``), ``anthropic`` (``ANTHROPIC_API_KEY``), ``gemini`` (``GEMINI_API_KEY`` or
@@ -61,7 +68,8 @@ section. OpenRouter attribution headers come from ``OPENROUTER_SITE_URL`` (``HTT
 
 Environment overrides: ``SLUICEGATE_CONFIG`` (file path), ``SLUICEGATE_HOST``, ``SLUICEGATE_PORT``,
 ``SLUICEGATE_API_KEY``, ``SLUICEGATE_MAX_BODY_BYTES``, ``SLUICEGATE_PRELOAD``,
-``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``, ``SLUICEGATE_REPACK``.
+``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``, ``SLUICEGATE_REPACK``,
+``SLUICEGATE_STATE_BACKEND``, ``SLUICEGATE_REDIS_URL``.
 ``load_config`` raises ``ConfigError`` on an unreadable file or invalid values.
 """
 
@@ -84,6 +92,7 @@ from pydantic import (
 
 from .local.cpu import Repack
 from .policy import RoutingSettings, TimeoutOverrides
+from .redact import redact_url
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -96,6 +105,7 @@ __all__ = [
     "LocalSettings",
     "ProviderSettings",
     "ServerSettings",
+    "StateSettings",
     "load_config",
 ]
 
@@ -188,6 +198,39 @@ class DeploymentConfig(_Strict):
         return self.name.endswith("*")
 
 
+class StateSettings(_Strict):
+    """Where state shared by gateway processes lives (``sluicegate.state.open_state``).
+
+    ``backend: memory`` keeps it in the process; ``redis`` needs ``url``
+    (``redis://``, ``rediss://`` or ``unix://``). A ``url`` given without a ``backend`` selects
+    ``redis``. Timeouts in s.
+    """
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = Field(default=None, repr=False)  # may hold a password
+    max_connections: int = Field(default=64, ge=1)
+    pool_timeout_s: float = Field(default=5.0, gt=0)  # wait for a free pooled connection
+    socket_timeout_s: float = Field(default=1.0, gt=0)
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_implies_redis(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("url") and "backend" not in data:
+            return {**data, "backend": "redis"}
+        return data
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> StateSettings:
+        if self.backend == "redis":
+            if not self.url:
+                raise ValueError("state.backend redis needs state.url (or SLUICEGATE_REDIS_URL), "
+                                 "e.g. redis://127.0.0.1:6379/0")
+            if not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("state.url must start with redis://, rediss:// or unix://")
+        return self
+
+
 class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
@@ -196,6 +239,7 @@ class GatewayConfig(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: list[DeploymentConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
+    state: StateSettings = Field(default_factory=StateSettings)
 
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:
@@ -223,6 +267,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "SLUICEGATE_N_CTX": ("local", "n_ctx"),
     "SLUICEGATE_N_THREADS": ("local", "n_threads"),
     "SLUICEGATE_REPACK": ("local", "repack"),
+    "SLUICEGATE_STATE_BACKEND": ("state", "backend"),
+    "SLUICEGATE_REDIS_URL": ("state", "url"),
 }
 
 
@@ -251,4 +297,9 @@ def load_config(
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
+        state = raw.get("state")
+        url = state.get("url") if isinstance(state, dict) else None
+        if isinstance(url, str) and redact_url(url) != url:  # errors quote their input
+            message = str(exc).replace(url, redact_url(url))
+            raise ConfigError(f"invalid configuration: {message}") from None
         raise ConfigError(f"invalid configuration: {exc}") from exc

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import threading
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-__all__ = ["REDACTED", "register_env", "register_value", "scrub"]
+__all__ = ["REDACTED", "redact_url", "register_env", "register_value", "scrub"]
 
 REDACTED = "[redacted]"
 _MIN_CHARS = 8
@@ -49,3 +50,17 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (``redis://user:***@host:6379/0``), in the
+    user info and in a ``password=`` query parameter; otherwise unchanged."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        url = url.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in pairs):
+        query = urlencode([(n, "***" if n == "password" else v) for n, v in pairs], safe="*")
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url

@@ -6,7 +6,8 @@ Routes (OpenAI-compatible):
   false one JSON completion;
 - ``POST /api/v1/chat/completions/stream``: the chat endpoint, always streaming;
 - ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus; once per request, never
-  per chunk).
+  per chunk). ``/healthz`` includes ``state``: the state backend's name and whether it answered
+  a PING within ``STATE_PING_S``.
 
 SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
@@ -49,12 +50,16 @@ from .redact import register_value
 from .relay import Run
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
+from .state import StateBackend, StateUnavailable, open_state
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger("sluicegate.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATE_PING_S = 1.0
+"""``/healthz`` waits this long (s) for the state backend's PING before reporting it not ok."""
 
 
 def error_response(error: GatewayError) -> web.Response:
@@ -77,6 +82,7 @@ class Gateway:
         self._api_key = config.server.api_key.encode() if config.server.api_key else None
         register_value(config.server.api_key)
         self.runs: set[Run] = set()  # requests being served
+        self.state: StateBackend = open_state(config.state)  # connects on first use
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
 
     # -- application -----------------------------------------------------------------------
@@ -102,7 +108,10 @@ class Gateway:
             await asyncio.to_thread(self.router.preload)
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        await self.router.aclose()
+        try:
+            await self.router.aclose()
+        finally:
+            await self.state.aclose()
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -145,7 +154,18 @@ class Gateway:
             "pid": os.getpid(),  # which worker answered (serve --workers N)
             "local_models_loaded": {name: engine.loaded for name, engine in engines},
             "local_models": {name: engine.describe() for name, engine in engines},
+            "state": {"backend": self.state.name, "ok": await self._state_ok()},
         })
+
+    async def _state_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(STATE_PING_S):
+                await self.state.ping()
+        except (StateUnavailable, TimeoutError) as exc:
+            log.warning("healthz: the %s state backend is not ok: %s", self.state.name,
+                        str(exc) or f"no answer within {STATE_PING_S:g} s")
+            return False
+        return True
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         assert self.metrics is not None

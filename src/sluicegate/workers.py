@@ -7,8 +7,9 @@ which drains its streams within ``server.shutdown_grace_s``; if a worker exits o
 supervisor stops the others and exits with status 1. A worker dies with its supervisor (Linux:
 ``PR_SET_PDEATHSIG``), so none is left behind even if the supervisor is killed.
 
-Nothing is shared between workers yet: each has its own metrics (``/metrics`` shows the worker
-that answered; ``/healthz`` names it by ``pid``) and its own copy of any local model.
+Workers share state through Redis (``sluicegate.state``): ``serve --workers N`` refuses the
+in-process memory backend. Everything else is per worker: its own metrics (``/metrics`` shows the
+worker that answered; ``/healthz`` names it by ``pid``) and its own copy of any local model.
 """
 
 from __future__ import annotations
