@@ -117,8 +117,13 @@ class LoadGen:
             "messages": [{"role": "user", "content": "bench"}],
             "stream": True,
         }
+        options: dict[str, bool] = {}
         if args.include_usage:
-            body["stream_options"] = {"include_usage": True}
+            options["include_usage"] = True
+        if args.resumable:
+            options["resumable"] = True  # sluicegate's resumable streams
+        if options:
+            body["stream_options"] = options
         self.body = orjson.dumps(body)
         self.headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if args.api_key:
@@ -449,6 +454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, required=True, help="number of streams to start")
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--include-usage", action="store_true")
+    p.add_argument("--resumable", action="store_true",
+                   help="ask sluicegate for resumable streams (stream_options.resumable)")
     p.add_argument("--hold", action="store_true", help="open N streams, hold until stdin")
     p.add_argument("--out", default=None, help="write the JSON result here")
     p.add_argument(

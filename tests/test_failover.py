@@ -574,10 +574,12 @@ def test_slow_client_is_bounded_then_cut_off(server: ServerThread,
         buffered = record.args[1] if isinstance(record.args, tuple) else None
         assert isinstance(buffered, int)
         # What the gateway itself held for the client: its cap (64 KiB here), plus what aiohttp
-        # writes before it drains (64 KiB), plus one upstream read (its buffer: 128 KiB) as
-        # shaped for the client, a little longer than read (the gateway's id is longer than the
-        # fake's: +11 bytes on each ~1,100-byte event, so 1% is ample).
-        assert buffered <= 64 * 1024 + 64 * 1024 + int(128 * 1024 * 1.01)
+        # writes before it drains (64 KiB), plus one upstream read as shaped for the client, a
+        # little longer than read (the gateway's id is longer than the fake's: +11 bytes on each
+        # ~1,100-byte event, so 1% is ample). One read is what aiohttp's reader holds: it pauses
+        # the socket past 128 KiB, but the socket read that crosses that line may bring up to
+        # 256 KiB (asyncio's and uvloop's read size), which a loaded machine does show.
+        assert buffered <= 64 * 1024 + 64 * 1024 + int((128 + 256) * 1024 * 1.01)
 
 
 # -- keep-alives -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ A request is accounted exactly once, whatever its ending (completed, failed, can
 logger as ``usage {json}`` with ``id``, ``model``, ``deployment``, ``provider``, ``upstream_model``,
 ``outcome``, ``attempts``, ``duration_ms``, ``malformed_events`` and ``usage`` (the OpenAI usage
 object: ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, and ``"estimated": true``
-when counted by the gateway rather than reported by the upstream).
+when counted by the gateway rather than reported by the upstream); a resumable stream adds
+``stream_id``, and ``continued_at_seq`` when another instance continued it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Accounted:
     ttft_s: float | None
     malformed_events: int
     usage: dict[str, Any]
+    extra: dict[str, Any] | None = None  # more fields for the log line (a resumable stream's)
 
 
 def account(record: Accounted, metrics: Metrics | None) -> None:
@@ -67,5 +69,6 @@ def account(record: Accounted, metrics: Metrics | None) -> None:
             "duration_ms": round(record.duration_s * 1000, 1),
             "malformed_events": record.malformed_events,
             "usage": usage,
+            **(record.extra or {}),
         }).decode(),
     )

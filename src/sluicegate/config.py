@@ -150,6 +150,17 @@ class LocalSettings(_Strict):
         return value
 
 
+class ResumableSettings(_Strict):
+    """Resumable streams (``sluicegate.resume``); durations in s, sizes in bytes."""
+
+    default: bool = False  # every chat stream resumable unless its request says otherwise
+    grace_s: float = Field(default=30.0, ge=0)  # generation goes on this long with no reader
+    retention_s: float = Field(default=600.0, gt=0)  # a finished stream stays resumable
+    max_events: int = Field(default=100_000, ge=16)  # log entries (batches) kept per stream
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)  # log bytes kept per stream
+    lease_s: float = Field(default=3.0, gt=0)  # a producer silent this long is dead
+
+
 Dialect = Literal["openai", "anthropic", "gemini", "openrouter"]
 
 BUILTIN_PROVIDERS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -192,6 +203,7 @@ class DeploymentConfig(_Strict):
     max_retries: int | None = Field(default=None, ge=0, le=10)  # None: routing.max_retries
     timeouts: TimeoutOverrides | None = None
     continuation: bool = False  # after the first token, continue on the next deployment
+    resumable: bool | None = None  # None: resumable.default
 
     @property
     def is_pattern(self) -> bool:
@@ -236,6 +248,7 @@ class GatewayConfig(_Strict):
     local: LocalSettings = Field(default_factory=LocalSettings)
     embedded_model: bool = True
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    resumable: ResumableSettings = Field(default_factory=ResumableSettings)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: list[DeploymentConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)

@@ -6,14 +6,19 @@
     ├── InvalidRequestError           400 invalid_request_error (param names the field)
     │   └── ContextLengthError        400 code=context_length_exceeded
     ├── AuthenticationError           401 authentication_error
+    │   └── InvalidLastEventIdError   400 code=invalid_last_event_id (resume)
     ├── ModelNotFoundError            404 not_found_error, code=model_not_found
     │   └── ProviderNotConfiguredError 404 code=provider_not_configured (names the key variable)
     ├── RouteNotFoundError            404 not_found_error
+    ├── StreamNotFoundError           404 not_found_error, code=stream_not_found (resume)
+    ├── StreamCancelledError          409 code=stream_cancelled or no_reader (resumable)
+    ├── StreamEventsExpiredError      410 code=stream_events_expired (resume)
     ├── MethodNotAllowedError         405 invalid_request_error
     ├── RequestTimeoutError           408 invalid_request_error, code=request_timeout
     ├── PayloadTooLargeError          413 invalid_request_error, code=request_too_large
     ├── RateLimitError                429 rate_limit_exceeded (carries retry_after in s)
     ├── ShuttingDownError             503 code=shutting_down (the shutdown grace ran out)
+    ├── StateUnavailableError         503 code=state_unavailable (the shared state is down)
     └── UpstreamError                 502 upstream_error (connect or protocol faults)
         ├── UpstreamStatusError       the upstream's own status (4xx/5xx) and error body
         └── UpstreamTimeoutError      504 timeout
@@ -109,6 +114,45 @@ class RouteNotFoundError(GatewayError):
     status = 404
     type = "not_found_error"
     code = "not_found"
+
+
+class StreamNotFoundError(GatewayError):
+    """No resumable stream by that id here: never started, expired, or another key's."""
+
+    status = 404
+    type = "not_found_error"
+    code = "stream_not_found"
+
+
+class InvalidLastEventIdError(InvalidRequestError):
+    """A resume's ``Last-Event-ID`` names another stream, or an event past the end."""
+
+    code = "invalid_last_event_id"
+
+
+class StreamEventsExpiredError(GatewayError):
+    """The events after the resume point were dropped from the stream's retained window."""
+
+    status = 410
+    type = "invalid_request_error"
+    code = "stream_events_expired"
+
+
+class StreamCancelledError(GatewayError):
+    """A resumable stream stopped on purpose: ``DELETE`` (code ``stream_cancelled``) or no
+    reader for the grace period (code ``no_reader``)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "stream_cancelled"
+
+
+class StateUnavailableError(GatewayError):
+    """The shared state (Redis) cannot be reached, so a resumable stream cannot be served."""
+
+    status = 503
+    type = "server_error"
+    code = "state_unavailable"
 
 
 class MethodNotAllowedError(GatewayError):

@@ -91,6 +91,7 @@ class Policy:
     max_event_bytes: int = 1024 * 1024
     continuation: bool = False
     max_attempts: int = 8
+    resumable: bool = False  # a chat stream kept in the event log (sluicegate.resume)
 
 
 def request_overrides(raw: dict[str, Any], max_models: int = 8

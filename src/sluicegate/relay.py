@@ -15,7 +15,8 @@ Streaming (OpenAI dialect, docs/wire.md §2):
 4. A client that stops reading is cut off once a write has been blocked for ``stall`` s.
    Meanwhile nothing more is read from the upstream, and the gateway holds at most
    ``max_buffered_bytes`` (the transport's high-water mark) + 64 KiB (what aiohttp writes
-   before it drains) + one upstream read (≤ 128 KiB) for that client.
+   before it drains) + one upstream read (≤ 384 KiB: aiohttp pauses the socket past 128 KiB,
+   and the read that crosses that line brings up to 256 KiB) for that client.
 
 Whatever the ending (completed, failed, cancelled, timed out), ``finish`` closes every upstream
 stream and records usage once: the upstream's own, else counted exactly by the provider, else
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -47,11 +49,11 @@ from .metrics import Metrics
 from .policy import Policy
 from .providers.base import ChunkStream, Target, first_dialect
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request
-from .shaping import shaper_for
+from .shaping import StreamShaper, shaper_for
 from .sse import DONE, KEEP_ALIVE
 from .watchdog import Watchdog
 
-__all__ = ["SSE_HEADERS", "Run"]
+__all__ = ["SSE_HEADERS", "Run", "frame_chunk"]
 
 log = logging.getLogger("sluicegate.server")
 
@@ -63,8 +65,12 @@ SSE_HEADERS = {
 
 Chain = list[Target | GatewayError]
 
+_CANCEL_CODES = frozenset({"stream_cancelled", "no_reader"})
+"""Abort codes that end a run as ``cancelled`` (a resumable stream stopped on purpose)."""
 
-def _frame(chunk: Chunk) -> bytes:
+
+def frame_chunk(chunk: Chunk) -> bytes:
+    """One chunk as an SSE event: ``data: <json>\\n\\n``."""
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
@@ -74,14 +80,21 @@ class Run:
     (``sluicegate.accounting``)."""
 
     def __init__(self, request: web.Request, req: ChatRequest | CompletionRequest,
-                 policy: Policy, chain: Chain, metrics: Metrics | None) -> None:
+                 policy: Policy, chain: Chain, metrics: Metrics | None, *,
+                 sink: web.StreamResponse | None = None,
+                 shaper: StreamShaper | None = None) -> None:
+        """``sink``: a stream's writes go there instead of to ``request``'s client (a
+        resumable stream's event log, ``sluicegate.resume``); ``shaper``: one already under
+        way (a stream continued on another instance)."""
         self.metrics = metrics
+        self.sink = sink
+        self.usage_extra: dict[str, Any] = {}  # more fields for the usage log line
         self.request = request
         self.req = req
         self.policy = policy
         self.chain = chain
         self.chat = isinstance(req, ChatRequest)
-        self.shaper = shaper_for(req, first_dialect(chain))
+        self.shaper = shaper or shaper_for(req, first_dialect(chain))
         self.started = time.perf_counter()
         self.outcome = "failed"
         self.target: Target | None = None
@@ -125,6 +138,8 @@ class Run:
         if response is None or not response.prepared:
             raise error  # nothing sent yet: a real status
         await self._end_with_error(response, error)
+        if error.code in _CANCEL_CODES:
+            self.outcome = "cancelled"  # stopped on purpose, not a failure
         return response
 
     async def _open(self, chain: Chain, req: ChatRequest | CompletionRequest) -> Opened:
@@ -154,7 +169,7 @@ class Run:
             await asyncio.sleep(self.policy.keepalive_s)
 
     async def _stream(self) -> web.StreamResponse:
-        response = self.response = web.StreamResponse(headers=SSE_HEADERS)
+        response = self.response = self.sink or web.StreamResponse(headers=SSE_HEADERS)
         # A timer, not a task, until a keep-alive is due: most streams start well before it,
         # and a task per request would cost a loop turn on the way to the first token.
         keepalive: list[asyncio.Task[None]] = []
@@ -176,12 +191,12 @@ class Run:
         if not response.prepared:
             response.headers.update(self._route_headers())
             await response.prepare(self.request)
-        transport = self.request.transport
+        transport = self.request.transport if self.sink is None else None
         if transport is not None:
             transport.set_write_buffer_limits(high=self.policy.max_buffered_bytes)
         try:
             await self._relay(opened, response, None)
-            tail = b"".join(_frame(c) for c in self.shaper.closing_chunks())
+            tail = b"".join(frame_chunk(c) for c in self.shaper.closing_chunks())
             await response.write(tail + DONE)
             await response.write_eof()
             self.outcome = "completed"
@@ -189,7 +204,7 @@ class Run:
             await self._end_with_error(response, exc)
         except _ClientGone:
             self.outcome = "cancelled"
-            if self.request.transport is not None:
+            if self.sink is None and self.request.transport is not None:
                 self.request.transport.abort()  # nothing more can reach a client that stopped
         except ConnectionError:
             self.outcome = "cancelled"  # the client went away mid-write
@@ -203,10 +218,10 @@ class Run:
         self._explain(exc)
         out = b""
         if self.shaper.started and self.shaper.include_usage:
-            out = _frame(self.shaper.usage_chunk())
+            out = frame_chunk(self.shaper.usage_chunk())
         log.warning("stream failed after headers: %s%s", exc.message, _detail(exc))
         with contextlib.suppress(ConnectionError):
-            await response.write(out + _frame(self.shaper.error_chunk(exc)) + DONE)
+            await response.write(out + frame_chunk(self.shaper.error_chunk(exc)) + DONE)
             await response.write_eof()
 
     def _explain(self, exc: GatewayError) -> None:
@@ -319,7 +334,7 @@ class Run:
                     accumulator.add(shaped)
 
     def _buffered(self) -> int:
-        transport = self.request.transport
+        transport = self.request.transport if self.sink is None else None
         return transport.get_write_buffer_size() if transport is not None else 0
 
     async def _continuation(self, failed: Opened, failure: GatewayError) -> Opened | None:
@@ -385,6 +400,7 @@ class Run:
             ttft_s=None if first_at is None else first_at - self.started,
             malformed_events=sum(stream.malformed for stream in self.streams),
             usage=shaper.final_usage(),
+            extra=self.usage_extra or None,
         )
 
 

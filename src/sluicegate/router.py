@@ -225,6 +225,7 @@ class Router:
             max_buffered_bytes=routing.max_buffered_bytes,
             continuation=bool(deployment and deployment.continuation),
             max_attempts=routing.max_attempts, max_event_bytes=routing.max_event_bytes,
+            resumable=_resumable(req, deployment, self.config.resumable.default),
         )
         return policy, chain
 
@@ -282,3 +283,17 @@ class Router:
             if id(route.provider) not in seen:
                 seen.add(id(route.provider))
                 await route.provider.aclose()
+
+
+def _resumable(req: ChatRequest | CompletionRequest, deployment: DeploymentConfig | None,
+               default: bool) -> bool:
+    """The request's ``stream_options.resumable``, else the deployment's, else the default.
+    Only chat streams are resumable."""
+    if not isinstance(req, ChatRequest):
+        return False
+    asked = req.stream_options.resumable if req.stream_options is not None else None
+    if asked is not None:
+        return asked
+    if deployment is not None and deployment.resumable is not None:
+        return deployment.resumable
+    return default

@@ -33,6 +33,7 @@ class _Lenient(BaseModel):
 
 class StreamOptions(_Lenient):
     include_usage: bool = False
+    resumable: bool | None = None  # the gateway's own: kept for resume (never sent upstream)
 
 
 class ChatMessage(_Lenient):

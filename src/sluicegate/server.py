@@ -8,6 +8,8 @@ Routes (OpenAI-compatible):
 - ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus; once per request, never
   per chunk). ``/healthz`` includes ``state``: the state backend's name and whether it answered
   a PING within ``STATE_PING_S``.
+- ``GET /v1/chat/completions/{stream_id}/stream`` (resume, ``Last-Event-ID``) and
+  ``DELETE /v1/chat/completions/{stream_id}`` (cancel): resumable streams, ``sluicegate.resume``.
 
 SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
@@ -28,7 +30,7 @@ import contextlib
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -48,6 +50,7 @@ from .errors import (
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .redact import register_value
 from .relay import Run
+from .resume.service import Resumer
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 from .state import StateBackend, StateUnavailable, open_state
@@ -83,6 +86,7 @@ class Gateway:
         register_value(config.server.api_key)
         self.runs: set[Run] = set()  # requests being served
         self.state: StateBackend = open_state(config.state)  # connects on first use
+        self.resumer = Resumer(config, self.state, self.metrics, self._tracked, self.router.plan)
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
 
     # -- application -----------------------------------------------------------------------
@@ -95,6 +99,8 @@ class Gateway:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/api/v1/chat/completions/stream", self.chat_stream_alias)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/chat/completions/{stream_id}/stream", self.resume_stream)
+        app.router.add_delete("/v1/chat/completions/{stream_id}", self.cancel_stream)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         if self.metrics is not None:
@@ -191,6 +197,12 @@ class Gateway:
         req = parse_completion_request(await self._json(request))
         return await self._serve(request, req, stream=req.stream)
 
+    async def resume_stream(self, request: web.Request) -> web.StreamResponse:
+        return await self.resumer.resume(request, request.match_info["stream_id"])
+
+    async def cancel_stream(self, request: web.Request) -> web.StreamResponse:
+        return await self.resumer.cancel(request, request.match_info["stream_id"])
+
     async def _json(self, request: web.Request) -> Any:
         limit = self.config.server.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -218,10 +230,18 @@ class Gateway:
     async def _serve(self, request: web.Request, req: ChatRequest | CompletionRequest, *,
                      stream: bool) -> web.StreamResponse:
         policy, chain = self.router.plan(req)
+        if stream and policy.resumable and isinstance(req, ChatRequest):
+            return await self.resumer.start(request, req, policy, chain)
         run = Run(request, req, policy, chain, self.metrics)
+        with self._tracked(run):
+            return await run.serve(stream=stream)
+
+    @contextlib.contextmanager
+    def _tracked(self, run: Run) -> Iterator[None]:
+        """``run`` counts as live (``shutdown`` waits for it) for the length of the block."""
         self.runs.add(run)
         try:
-            return await run.serve(stream=stream)
+            yield
         finally:
             self.runs.discard(run)
             if not self.runs and self._idle is not None:

@@ -122,6 +122,7 @@ class OpenAIProvider(HTTPProvider):
         body["stream"] = True
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
+        options.pop("resumable", None)  # the gateway's own
         body["stream_options"] = options
         body.pop("timeouts", None)  # the gateway's own per-request limits
         if not self.openrouter:
