@@ -46,6 +46,8 @@ class InProcessSource:
         self.model: str | None = opened.target.upstream_model
         self.attempts: int | None = opened.attempts
         self.request_id: str | None = None
+        self.stream_id: str | None = None  # no connection to drop: never resumable
+        self.last_event_id: str | None = None
         self._stream = opened.stream
         self._iter: AsyncIterator[list[Chunk]] = opened.iterator
         self._pending = list(opened.pending)
