@@ -7,7 +7,9 @@ every chunk, the usage chunk (``choices == []``) included. Errors raised while s
 ``APITimeoutError`` (``timeout`` / ``stall_timeout``), ``StreamError`` (the mid-stream error
 frame, with ``partial_text``), ``StreamClosedError`` (use after ``close()`` / ``aclose()``).
 Any error, a ``break`` out of a loop, ``close()`` or cancelling the consuming task closes the
-connection. An error sticks: the stream raises it again on further use.
+connection. An error sticks: the stream raises it again on further use. An
+``APIConnectionError`` (``APITimeoutError`` included) raised by a stream carries the text
+received before it in ``partial_text``, as ``StreamError`` does.
 
 Callbacks: an async stream calls a sync callback directly and awaits an async one. A sync stream
 runs every callback on the thread that consumes it (the one in ``for`` / ``recv`` /
@@ -29,7 +31,7 @@ from ._source import Engine
 from ._state import Kind, StateView, StreamState
 from .buffering import FlushPolicy
 from .callbacks import Callback, StreamCallbacks, acall_callback
-from .errors import StreamClosedError
+from .errors import APIConnectionError, StreamClosedError
 from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
 
 __all__ = ["AsyncChatStream", "AsyncCompletionStream", "ChunkT", "FinalT", "Invoker"]
@@ -110,6 +112,8 @@ class _AsyncStream(StateView, Generic[ChunkT, FinalT]):
 
     async def _fail(self, exc: BaseException) -> NoReturn:
         self._ended = True
+        if isinstance(exc, APIConnectionError) and not exc.partial_text:
+            exc.partial_text = "".join(self._state.text)
         if isinstance(exc, Exception):
             self._failed = exc
         else:

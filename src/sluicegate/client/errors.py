@@ -123,18 +123,22 @@ class InternalServerError(APIStatusError):
 
 
 class APIConnectionError(APIError):
-    """The connection could not be made, or dropped before the response ended."""
+    """The connection could not be made, or dropped before the response ended.
 
-    def __init__(self, message: str = "Connection error.") -> None:
+    ``partial_text``: the content of choice 0 the stream delivered before it failed ("" when
+    it failed before any, or outside a stream)."""
+
+    def __init__(self, message: str = "Connection error.", *, partial_text: str = "") -> None:
         super().__init__(message)
+        self.partial_text = partial_text
 
 
 class APITimeoutError(APIConnectionError):
     """A time limit fired: ``timeout`` (whole request, s), ``stall_timeout`` (longest gap
     between chunks, s) or the connect timeout. The connection has been closed."""
 
-    def __init__(self, message: str = "Request timed out.") -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "Request timed out.", *, partial_text: str = "") -> None:
+        super().__init__(message, partial_text=partial_text)
 
 
 class StreamError(APIError):
