@@ -11,6 +11,10 @@ OpenAI-compatible server, or in-process (the gateway's router, no HTTP hop).
             for text in stream.text_stream:
                 print(text, end="")
         print(stream.stats.ttft_ms, stream.usage)
+
+A resumable stream (``client.chat.stream(..., resumable=True)``) survives a dropped connection:
+the SDK reconnects and resumes after the last event received. ``stream.stream_id`` names it for
+``client.chat.resume(stream_id, after=seq)`` and ``client.chat.cancel(stream_id)``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .errors import (
     SluicegateError,
     StreamClosedError,
     StreamError,
+    StreamResumeError,
     UnprocessableEntityError,
 )
 from .progress import ProgressTracker, RichProgress
@@ -52,6 +57,7 @@ from .types import (
     Completion,
     CompletionChunk,
     CompletionUsage,
+    StreamCancellation,
 )
 
 __all__ = [
@@ -85,9 +91,11 @@ __all__ = [
     "RichProgress",
     "SluicegateError",
     "StreamCallbacks",
+    "StreamCancellation",
     "StreamClosedError",
     "StreamError",
     "StreamMetadata",
+    "StreamResumeError",
     "StreamStats",
     "UnprocessableEntityError",
     "stream_llm",

@@ -7,7 +7,15 @@ every chunk, the usage chunk (``choices == []``) included. Errors raised while s
 ``APITimeoutError`` (``timeout`` / ``stall_timeout``), ``StreamError`` (the mid-stream error
 frame, with ``partial_text``), ``StreamClosedError`` (use after ``close()`` / ``aclose()``).
 Any error, a ``break`` out of a loop, ``close()`` or cancelling the consuming task closes the
-connection. An error sticks: the stream raises it again on further use.
+connection. An error sticks: the stream raises it again on further use. An
+``APIConnectionError`` (``APITimeoutError`` included) raised by a stream carries the text
+received before it in ``partial_text``, as ``StreamError`` does.
+
+A resumable stream (``chat.stream(..., resumable=True)`` or ``chat.resume``, see ``_resume``)
+reconnects by itself when its connection drops and goes on as one stream: every chunk once, in
+order, the same stats, callbacks and progress. ``stream_id`` and ``last_event_id`` name it and
+the last event received; it raises ``StreamResumeError`` (with ``partial_text``) when the
+gateway refuses to resume it.
 
 Callbacks: an async stream calls a sync callback directly and awaits an async one. A sync stream
 runs every callback on the thread that consumes it (the one in ``for`` / ``recv`` /
@@ -29,7 +37,7 @@ from ._source import Engine
 from ._state import Kind, StateView, StreamState
 from .buffering import FlushPolicy
 from .callbacks import Callback, StreamCallbacks, acall_callback
-from .errors import StreamClosedError
+from .errors import APIConnectionError, StreamClosedError, StreamResumeError
 from .types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
 
 __all__ = ["AsyncChatStream", "AsyncCompletionStream", "ChunkT", "FinalT", "Invoker"]
@@ -88,6 +96,19 @@ class _AsyncStream(StateView, Generic[ChunkT, FinalT]):
         """True once ``close()`` / ``aclose()`` was called (or its ``with`` block exited)."""
         return self._closed
 
+    @property
+    def stream_id(self) -> str | None:
+        """A resumable stream's id (the gateway's ``X-Sluicegate-Stream-Id``), for
+        ``chat.resume`` / ``chat.cancel``; None for other streams and before the response (a
+        stream from ``chat.resume`` knows it from the start)."""
+        return self._engine.stream_id
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The SSE id of the last event received (``<stream_id>:<seq>`` on a resumable
+        stream); None before any and on streams without ids."""
+        return self._engine.last_event_id
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _check(self) -> None:
@@ -110,6 +131,8 @@ class _AsyncStream(StateView, Generic[ChunkT, FinalT]):
 
     async def _fail(self, exc: BaseException) -> NoReturn:
         self._ended = True
+        if isinstance(exc, APIConnectionError | StreamResumeError) and not exc.partial_text:
+            exc.partial_text = "".join(self._state.text)
         if isinstance(exc, Exception):
             self._failed = exc
         else:

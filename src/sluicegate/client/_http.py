@@ -6,12 +6,19 @@ Errors: a non-2xx status raises the matching ``APIStatusError`` subclass (its bo
 connect failure ``APIConnectionError`` (``APITimeoutError`` for the connect timeout); a
 connection dropped mid-stream ``APIConnectionError``. Retried: connection errors and statuses
 408, 409, 429 and ≥ 500, up to ``max_retries`` times.
+
+Resumable streams (see ``_resume``): ``HTTPSource`` keeps the stream id
+(``X-Sluicegate-Stream-Id``) and the SSE id of the last event read (``<stream_id>:<seq>``), and
+``open_resume`` asks the gateway for the events after a seq (``GET …/{stream_id}/stream`` with
+``Last-Event-ID``, the reconnection header of the WHATWG HTML Living Standard, §9.2
+"Server-sent events").
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -22,12 +29,14 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.wait import wait_base
 
 from ..retry import retryable_status
 from ..sse import SSEDecoder
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, status_error
 
-__all__ = ["MAX_RETRY_WAIT_S", "HTTPSource", "HTTPTransport", "retryable", "with_retries"]
+__all__ = ["MAX_RETRY_WAIT_S", "HTTPSource", "HTTPTransport", "event_seq", "retry_wait",
+           "retryable", "with_retries"]
 
 MAX_RETRY_WAIT_S = 30.0
 """Cap on any wait between tries (s), ``Retry-After`` included."""
@@ -45,12 +54,18 @@ def retryable(exc: BaseException) -> bool:
 _backoff = wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5)
 
 
-def _wait(state: RetryCallState) -> float:
+def retry_wait(state: RetryCallState, backoff: wait_base) -> float:
+    """The wait before the next try (s): the failed try's ``retry_after`` if it has one, else
+    ``backoff``'s; capped at ``MAX_RETRY_WAIT_S``."""
     exc = state.outcome.exception() if state.outcome is not None else None
     after = getattr(exc, "retry_after", None)
     if isinstance(after, (int, float)) and after >= 0:
         return float(min(after, MAX_RETRY_WAIT_S))
-    return float(min(_backoff(state), MAX_RETRY_WAIT_S))
+    return float(min(backoff(state), MAX_RETRY_WAIT_S))
+
+
+def _wait(state: RetryCallState) -> float:
+    return retry_wait(state, _backoff)
 
 
 async def with_retries(fn: Callable[[], Awaitable[T]], max_retries: int) -> tuple[T, int]:
@@ -82,7 +97,7 @@ class _Response(Protocol):
 class _HTTPClient(Protocol):
     """What the transport uses of its client (``httpx.AsyncClient`` or ``ThreadedClient``)."""
 
-    def build_request(self, method: str, url: str, *, content: bytes,
+    def build_request(self, method: str, url: str, *, content: bytes | None,
                       headers: Mapping[str, str]) -> httpx.Request: ...
 
     async def send(self, request: httpx.Request, *, stream: bool) -> _Response: ...
@@ -104,19 +119,50 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-class HTTPSource:
-    """One streaming response: SSE events decoded to chunk dicts, ``[DONE]`` ends it."""
+def event_seq(event_id: str | None) -> int | None:
+    """The seq of a resumable stream's event id ``<stream_id>:<seq>`` (None if not one)."""
+    if not event_id:
+        return None
+    _, colon, tail = event_id.rpartition(":")
+    return int(tail) if colon and tail.isascii() and tail.isdigit() else None
 
-    def __init__(self, response: _Response, tries: int = 1) -> None:
+
+class HTTPSource:
+    """One streaming response: SSE events decoded to chunk dicts, ``[DONE]`` ends it.
+
+    ``stream_id``: the ``X-Sluicegate-Stream-Id`` header (a resumable stream), else None;
+    ``last_event_id``: the SSE id of the last event read (None before any, and on streams
+    without ids); ``finished``: ``[DONE]`` was read (a body that ends without it is an end
+    too, but not a finished one).
+
+    ``after`` (a seq, for resumable streams): every event's id is read, ``seq`` follows the
+    seq of the last event read (starting at ``after``, and ``last_event_id`` at the value
+    given), and an event whose seq is not above it is skipped as a replay of one already
+    delivered.
+    """
+
+    def __init__(self, response: _Response, tries: int = 1, *, after: int | None = None,
+                 last_event_id: str | None = None) -> None:
         self._response = response
         self._iter: AsyncIterator[bytes] = response.aiter_bytes()
         self._decoder = SSEDecoder()
         self._done = False
+        self._track = after is not None
+        self._last_id = last_event_id
+        self.seq = after or 0
+        self.finished = False
         headers = response.headers
         self.provider: str | None = headers.get("x-sluicegate-provider")
         self.model: str | None = headers.get("x-sluicegate-model")
         self.attempts: int | None = _int_or_none(headers.get("x-sluicegate-attempts")) or tries
         self.request_id: str | None = headers.get("x-request-id")
+        self.stream_id: str | None = headers.get("x-sluicegate-stream-id") or None
+
+    @property
+    def last_event_id(self) -> str | None:
+        if self._track:
+            return self._last_id
+        return self._decoder.last_event_id or self._last_id
 
     async def next_batch(self) -> list[dict[str, Any]] | None:
         while not self._done:
@@ -127,20 +173,45 @@ class HTTPSource:
                 break
             except httpx.TransportError as exc:
                 raise APIConnectionError(f"The connection dropped mid-stream: {exc!r}") from exc
-            out: list[dict[str, Any]] = []
-            for payload in self._decoder.feed_data(data):
-                if payload.startswith(b"[DONE]"):
-                    self._done = True
-                    break
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    continue  # a malformed event is skipped, as the gateway does
-                if isinstance(obj, dict):
-                    out.append(obj)
+            if self._track:
+                out = self._tracked(data)
+            else:
+                out = []
+                for payload in self._decoder.feed_data(data):
+                    if payload.startswith(b"[DONE]"):
+                        self._done = self.finished = True
+                        break
+                    try:
+                        obj = orjson.loads(payload)
+                    except orjson.JSONDecodeError:
+                        continue  # a malformed event is skipped, as the gateway does
+                    if isinstance(obj, dict):
+                        out.append(obj)
             if out:
                 return out
         return None
+
+    def _tracked(self, data: bytes) -> list[dict[str, Any]]:
+        """The chunk dicts of the events completed by ``data``, replays skipped."""
+        out: list[dict[str, Any]] = []
+        for event in self._decoder.feed(data):
+            seq = event_seq(event.id)
+            if seq is not None:
+                if seq <= self.seq:
+                    continue  # delivered already (a resume that starts earlier than asked)
+                self.seq = seq
+            if event.id is not None:
+                self._last_id = event.id
+            if event.data.startswith(b"[DONE]"):
+                self._done = self.finished = True
+                break
+            try:
+                obj = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
 
     async def aclose(self) -> None:
         self._done = True
@@ -167,6 +238,9 @@ class HTTPTransport:
                          "Content-Type": "application/json", **(headers or {})}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        # GET and DELETE carry no body, so no Content-Type.
+        self._bodiless_headers = {k: v for k, v in self._headers.items()
+                                  if k.lower() != "content-type"}
         self._client: _HTTPClient | None = None
         if isinstance(http_client, httpx.Client):
             from ._threaded_http import ThreadedClient
@@ -180,10 +254,16 @@ class HTTPTransport:
             self._client = httpx.AsyncClient(timeout=self._timeout)
         return self._client
 
-    async def _send(self, path: str, body: dict[str, Any]) -> _Response:
+    async def _send(self, path: str, body: dict[str, Any] | None, *, method: str = "POST",
+                    headers: Mapping[str, str] | None = None) -> _Response:
+        """Send one request to ``base_url + path`` (``body`` as JSON, if any) and return the
+        response, its body not read yet. Raises on a status ≥ 300, as the module says."""
         client = self._http()
-        request = client.build_request("POST", self.base_url + path, content=orjson.dumps(body),
-                                       headers=self._headers)
+        if headers is None:
+            headers = self._headers if body is not None else self._bodiless_headers
+        request = client.build_request(
+            method, self.base_url + path,
+            content=orjson.dumps(body) if body is not None else None, headers=headers)
         try:
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
@@ -200,17 +280,46 @@ class HTTPTransport:
             raise status_error(response.status_code, _decode(content), dict(response.headers))
         return response
 
-    async def open_stream(self, path: str, body: dict[str, Any]) -> HTTPSource:
+    async def open_stream(self, path: str, body: dict[str, Any], *, after: int | None = None
+                          ) -> HTTPSource:
         """POST ``body`` to ``path`` and return the open event stream (retried before it
-        opens)."""
+        opens). ``after``: track event ids from that seq (a resumable stream, see
+        ``HTTPSource``)."""
         response, tries = await with_retries(lambda: self._send(path, body), self.max_retries)
-        return HTTPSource(response, tries)
+        return HTTPSource(response, tries, after=after)
+
+    async def open_resume(self, path: str, stream_id: str, *, after: int,
+                          last_event_id: str | None = None) -> HTTPSource:
+        """Reopen the resumable stream ``stream_id`` after seq ``after``:
+        ``GET {path}/{stream_id}/stream`` with ``Last-Event-ID: <stream_id>:<after>`` (the
+        ``last_event_id`` given, when it is that event's id), or with ``?starting_after=0``
+        when no event was received. Sends the same headers (``Authorization`` included) as the
+        request that started it. One try: the caller retries. Raises ``APIStatusError``
+        subclasses (404 ``stream_not_found``, 400 ``invalid_last_event_id``, 410
+        ``stream_events_expired``, 503 ``state_unavailable``), ``APIConnectionError``."""
+        url = f"{path}/{quote(stream_id, safe='')}/stream"
+        headers = self._bodiless_headers
+        if after > 0:
+            if event_seq(last_event_id) != after:
+                last_event_id = f"{stream_id}:{after}"
+            headers = {**headers, "Last-Event-ID": str(last_event_id)}
+        else:
+            url += "?starting_after=0"
+        response = await self._send(url, None, method="GET", headers=headers)
+        return HTTPSource(response, after=after, last_event_id=last_event_id)
 
     async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` and return the decoded JSON object (retried)."""
+        return await self._json("POST", path, body)
 
+    async def delete_json(self, path: str) -> dict[str, Any]:
+        """DELETE ``path`` and return the decoded JSON object (retried as ``post_json``)."""
+        return await self._json("DELETE", path, None)
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None
+                    ) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
-            response = await self._send(path, body)
+            response = await self._send(path, body, method=method)
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:

@@ -7,6 +7,12 @@ fallbacks of the gateway's ``routing`` / deployment settings), every chunk is sh
 after the first token becomes the gateway's error frame (which the stream raises as
 ``StreamError``). A failure before it raises the ``APIStatusError`` subclass of the gateway's
 status. Continuation on another deployment is not done in-process.
+
+Resumable streams: ``stream_options.resumable`` is ignored (taken out of the body before it
+reaches the router). In-process there is no connection to drop, so nothing to resume: such a
+stream runs as a plain one and its ``stream_id`` stays None. ``chat.resume`` and
+``chat.cancel`` need the gateway over HTTP and raise ``NotImplementedError`` on an in-process
+client.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class InProcessSource:
         self.model: str | None = opened.target.upstream_model
         self.attempts: int | None = opened.attempts
         self.request_id: str | None = None
+        self.stream_id: str | None = None  # no connection to drop: never resumable
+        self.last_event_id: str | None = None
         self._stream = opened.stream
         self._iter: AsyncIterator[list[Chunk]] = opened.iterator
         self._pending = list(opened.pending)
@@ -104,6 +112,15 @@ class InProcessSource:
         await self._stream.aclose()
 
 
+def _without_resumable(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without ``stream_options.resumable`` (ignored in-process)."""
+    options = body.get("stream_options")
+    if not isinstance(options, dict) or "resumable" not in options:
+        return body
+    rest = {k: v for k, v in options.items() if k != "resumable"}
+    return {**body, "stream_options": rest}
+
+
 class InProcessTransport:
     """Serves requests with a ``Router`` built (on first use) from ``config`` (None: the
     defaults, i.e. the embedded model ``default``, loaded on first use)."""
@@ -123,6 +140,7 @@ class InProcessTransport:
         ``APIStatusError`` subclasses (400 for an invalid body, 404 for an unknown model, the
         upstream's status when every attempt failed before the first token)."""
         chat = path.endswith("chat/completions")
+        body = _without_resumable(body)
         try:
             req: ChatRequest | CompletionRequest = (
                 parse_chat_request(body) if chat else parse_completion_request(body))

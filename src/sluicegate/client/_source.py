@@ -20,12 +20,20 @@ class Source(Protocol):
 
     ``provider`` / ``model`` / ``attempts``: the route that served it (the gateway's
     ``X-Sluicegate-*`` headers, or the router's own answer); None when unknown.
+    ``stream_id`` / ``last_event_id``: a resumable stream's id and the SSE id of the last event
+    delivered (None otherwise, and before any event).
     """
 
     provider: str | None
     model: str | None
     attempts: int | None
     request_id: str | None
+
+    @property
+    def stream_id(self) -> str | None: ...
+
+    @property
+    def last_event_id(self) -> str | None: ...
 
     async def next_batch(self) -> list[dict[str, Any]] | None:
         """The chunks of the next read (never empty), or None at the clean end. Raises
@@ -60,14 +68,17 @@ class Transport(Protocol):
 class Engine:
     """Opens the source on first use and reads batches under the time limits.
 
-    ``timeout`` (s) bounds the whole request from its start (retries included);
-    ``stall_timeout`` (s) bounds each wait for the next read once the response is open. Either
-    firing closes the source and raises ``APITimeoutError``. Any failure closes the source.
+    ``timeout`` (s) bounds the whole request from its start (retries and a resumable stream's
+    reconnections included); ``stall_timeout`` (s) bounds each wait for the next read once the
+    response is open (a reconnection included). Either firing closes the source and raises
+    ``APITimeoutError``. Any failure closes the source. ``stream_id``: the resumable stream's
+    id, known before it opens when it is being resumed.
     """
 
     def __init__(self, opener: Opener, *, timeout: float | None,
-                 stall_timeout: float | None) -> None:
+                 stall_timeout: float | None, stream_id: str | None = None) -> None:
         self._opener = opener
+        self._stream_id = stream_id
         self.timeout = timeout
         self.stall_timeout = stall_timeout
         self.source: Source | None = None
@@ -81,6 +92,20 @@ class Engine:
             self.started = time.perf_counter()
             if self.timeout is not None:
                 self._deadline = asyncio.get_running_loop().time() + self.timeout
+
+    @property
+    def stream_id(self) -> str | None:
+        """The resumable stream's id (``X-Sluicegate-Stream-Id``), None if not one."""
+        source = self.source
+        if source is not None and source.stream_id is not None:
+            return source.stream_id
+        return self._stream_id
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The SSE id of the last event delivered (``<stream_id>:<seq>``), None if none."""
+        source = self.source
+        return source.last_event_id if source is not None else None
 
     async def open(self) -> Source:
         """Open the source (once). Raises ``APIStatusError``, ``APIConnectionError``,

@@ -43,7 +43,7 @@ class ThreadedClient:
     def __init__(self, client: httpx.Client) -> None:
         self._client = client
 
-    def build_request(self, method: str, url: str, *, content: bytes,
+    def build_request(self, method: str, url: str, *, content: bytes | None,
                       headers: Mapping[str, str]) -> httpx.Request:
         return self._client.build_request(method, url, content=content, headers=headers)
 

@@ -246,6 +246,21 @@ class ChatRequestBuilder:
         self._stream = stream
         return self
 
+    def with_resumable(self, resumable: bool = True) -> Self:
+        """Ask for a resumable stream (``stream_options.resumable``, merged with the other
+        stream options): ``client.chat.stream(request)`` then resumes a dropped connection by
+        itself. False takes the flag out again."""
+        options = dict(self._params.get("stream_options") or {})
+        if resumable:
+            options["resumable"] = True
+        else:
+            options.pop("resumable", None)
+        if options:
+            self._params["stream_options"] = options
+        else:
+            self._params.pop("stream_options", None)
+        return self
+
     def with_temperature(self, temperature: float) -> Self:
         """Sampling temperature, 0..2 (checked by ``build()``)."""
         self._temperature = temperature

@@ -6,6 +6,10 @@ both clients share the same retries and timeouts. Retries happen before the firs
 (connection errors, 408/409/429/≥500), with exponential backoff and jitter, honouring
 ``Retry-After`` / ``retry-after-ms`` (capped at 30 s). In-process, the gateway's own
 ``routing`` settings (retries, fallbacks, timeouts) apply instead of ``max_retries``.
+
+A resumable chat stream (``chat.stream(..., resumable=True)``, see ``_resume``) reconnects by
+itself after a dropped connection; ``chat.resume`` reads one again by its id and
+``chat.cancel`` cancels one (HTTP only).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import httpx
 from ._http import HTTPTransport
 from ._loop import LoopThread
 from ._resources import AsyncChat, AsyncCompletions, Chat, Completions
+from ._resume import DEFAULT_RESUME_RETRIES, ResumableSource, wants_resume
 from ._source import Engine, Transport
 from .callbacks import StreamCallbacks
 from .errors import APITimeoutError
@@ -73,11 +78,42 @@ class _BaseClient:
         return [c for c in (self.callbacks, callbacks) if c is not None]
 
     def _engine(self, path: str, body: dict[str, Any], timeout: float | None,
-                stall_timeout: float | None) -> Engine:
+                stall_timeout: float | None,
+                resume_retries: int = DEFAULT_RESUME_RETRIES) -> Engine:
+        """The engine of one stream; a body asking for a resumable stream (over HTTP) gets a
+        ``ResumableSource`` reconnecting up to ``resume_retries`` times in a row."""
+        if resume_retries < 0:
+            raise ValueError("resume_retries must not be negative")
         transport = self._transport
-        return Engine(lambda: transport.open_stream(path, body),
-                      timeout=self.timeout if timeout is None else timeout,
+        limit = self.timeout if timeout is None else timeout
+        if isinstance(transport, HTTPTransport) and wants_resume(body):
+            return Engine(lambda: ResumableSource.start(transport, path, body, resume_retries),
+                          timeout=limit, stall_timeout=stall_timeout)
+        return Engine(lambda: transport.open_stream(path, body), timeout=limit,
                       stall_timeout=stall_timeout)
+
+    def _http_transport(self, what: str) -> HTTPTransport:
+        transport = self._transport
+        if not isinstance(transport, HTTPTransport):
+            raise NotImplementedError(
+                f"{what} needs the gateway over HTTP: an in-process client keeps no "
+                "resumable streams.")
+        return transport
+
+    def _resume_engine(self, path: str, stream_id: str, after: int, timeout: float | None,
+                       stall_timeout: float | None, resume_retries: int) -> Engine:
+        """The engine of ``chat.resume``: the events of ``stream_id`` after seq ``after``."""
+        if not stream_id:
+            raise ValueError("stream_id must not be empty")
+        if after < 0:
+            raise ValueError("after must not be negative")
+        if resume_retries < 0:
+            raise ValueError("resume_retries must not be negative")
+        transport = self._http_transport("Resuming a stream")
+        return Engine(
+            lambda: ResumableSource.reopen(transport, path, stream_id, after, resume_retries),
+            timeout=self.timeout if timeout is None else timeout, stall_timeout=stall_timeout,
+            stream_id=stream_id)
 
     async def _acreate(self, path: str, body: dict[str, Any], limit_s: float | None
                        ) -> dict[str, Any]:
@@ -85,6 +121,15 @@ class _BaseClient:
         try:
             async with asyncio.timeout(limit):
                 return await self._transport.post_json(path, body)
+        except TimeoutError:
+            raise APITimeoutError(f"The request did not finish within {limit} s.") from None
+
+    async def _adelete(self, path: str, limit_s: float | None) -> dict[str, Any]:
+        transport = self._http_transport("Cancelling a stream")
+        limit = self.timeout if limit_s is None else limit_s
+        try:
+            async with asyncio.timeout(limit):
+                return await transport.delete_json(path)
         except TimeoutError:
             raise APITimeoutError(f"The request did not finish within {limit} s.") from None
 
@@ -115,6 +160,10 @@ class Client(_BaseClient):
     def _create(self, path: str, body: dict[str, Any], timeout: float | None
                 ) -> dict[str, Any]:
         return self._loop.run(self._acreate(path, body, timeout))
+
+    def _delete(self, path: str, timeout: float | None) -> dict[str, Any]:
+        self._http_transport("Cancelling a stream")  # raises before the loop starts
+        return self._loop.run(self._adelete(path, timeout))
 
     def close(self) -> None:
         """Close connections (and, in-process, the router's providers). Idempotent."""
@@ -150,6 +199,9 @@ class AsyncClient(_BaseClient):
     async def _create(self, path: str, body: dict[str, Any], limit_s: float | None
                       ) -> dict[str, Any]:
         return await self._acreate(path, body, limit_s)
+
+    async def _delete(self, path: str, limit_s: float | None) -> dict[str, Any]:
+        return await self._adelete(path, limit_s)
 
     async def aclose(self) -> None:
         """Close connections (and, in-process, the router's providers). Idempotent."""

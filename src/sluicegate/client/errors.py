@@ -16,6 +16,7 @@
     │   ├── APIConnectionError             connect failure or a dropped connection
     │   │   └── APITimeoutError            ``timeout`` / ``stall_timeout`` / connect timeout
     │   └── StreamError                    the mid-stream error frame (top-level ``error``)
+    │       └── StreamResumeError          a dropped resumable stream the gateway won't resume
     └── StreamClosedError                  misuse: using a stream after ``close()``
 
 ``status_error(status, body, headers)`` builds the right ``APIStatusError`` subclass from an
@@ -44,6 +45,7 @@ __all__ = [
     "SluicegateError",
     "StreamClosedError",
     "StreamError",
+    "StreamResumeError",
     "UnprocessableEntityError",
     "status_error",
 ]
@@ -123,18 +125,23 @@ class InternalServerError(APIStatusError):
 
 
 class APIConnectionError(APIError):
-    """The connection could not be made, or dropped before the response ended."""
+    """The connection could not be made, or dropped before the response ended.
 
-    def __init__(self, message: str = "Connection error.") -> None:
+    ``partial_text``: the content of choice 0 the stream delivered before it failed ("" when
+    it failed before any, or outside a stream). A resumable stream raises it once its
+    reconnections ran out: it is then the last connection error."""
+
+    def __init__(self, message: str = "Connection error.", *, partial_text: str = "") -> None:
         super().__init__(message)
+        self.partial_text = partial_text
 
 
 class APITimeoutError(APIConnectionError):
     """A time limit fired: ``timeout`` (whole request, s), ``stall_timeout`` (longest gap
     between chunks, s) or the connect timeout. The connection has been closed."""
 
-    def __init__(self, message: str = "Request timed out.") -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "Request timed out.", *, partial_text: str = "") -> None:
+        super().__init__(message, partial_text=partial_text)
 
 
 class StreamError(APIError):
@@ -150,6 +157,34 @@ class StreamError(APIError):
         self.error = error
         self.code = code
         self.type = type
+
+
+class StreamResumeError(StreamError):
+    """A resumable stream dropped and the gateway answered its resume request
+    (``GET /v1/chat/completions/{stream_id}/stream``) with an error status, so it cannot go on.
+
+    ``status_code`` and ``code``, as the gateway sends them: 404 ``stream_not_found`` (unknown
+    or expired stream id), 400 ``invalid_last_event_id`` (the id belongs to another stream, or
+    is past its end), 410 ``stream_events_expired`` (the events after the last one received
+    have left the gateway's retained window), 503 ``state_unavailable`` (raised once the
+    reconnections ran out), or any other non-2xx status. ``body``: the decoded error body;
+    ``error`` / ``type``: its ``error`` object and type; ``stream_id``; ``last_event_id``: the
+    id of the last event received (``<stream_id>:<seq>``, None if none); ``partial_text``: the
+    content of choice 0 received before the drop. ``__cause__`` is the ``APIStatusError`` of
+    the resume request."""
+
+    def __init__(self, message: str, *, status_code: int, body: object = None,
+                 stream_id: str | None = None, last_event_id: str | None = None,
+                 partial_text: str = "") -> None:
+        found = body.get("error") if isinstance(body, dict) else None
+        error = found if isinstance(found, dict) else None
+        super().__init__(message, partial_text=partial_text, error=error,
+                         code=error.get("code") if error else None,
+                         type=error.get("type") if error else None)
+        self.status_code = status_code
+        self.body = body
+        self.stream_id = stream_id
+        self.last_event_id = last_event_id
 
 
 class StreamClosedError(SluicegateError):

@@ -8,7 +8,8 @@ Opening, errors and closing are described in ``_async_stream``: the connection o
 use; ``APIStatusError`` subclasses, ``APIConnectionError``, ``APITimeoutError``, ``StreamError``
 and ``StreamClosedError`` are raised as they are; any error, a ``break``, ``close()`` (also from
 another thread: a read waiting in the consuming thread then raises ``StreamClosedError``) or
-dropping the stream closes the connection.
+dropping the stream closes the connection. A resumable stream reconnects on the loop thread,
+inside the read that found the connection dropped.
 
 Callbacks of a sync stream run on the thread that consumes it (the one in ``for`` / ``recv`` /
 ``final`` / ``with``): the loop thread hands each call over and waits for it, so the stream
@@ -155,6 +156,19 @@ class _SyncStream(StateView, Generic[ChunkT, FinalT]):
     def closed(self) -> bool:
         """True once ``close()`` was called (or its ``with`` block exited)."""
         return self._stream.closed
+
+    @property
+    def stream_id(self) -> str | None:
+        """A resumable stream's id (the gateway's ``X-Sluicegate-Stream-Id``), for
+        ``chat.resume`` / ``chat.cancel``; None for other streams and before the response (a
+        stream from ``chat.resume`` knows it from the start)."""
+        return self._stream.stream_id
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The SSE id of the last event received (``<stream_id>:<seq>`` on a resumable
+        stream); None before any and on streams without ids."""
+        return self._stream.last_event_id
 
     def __iter__(self) -> Iterator[ChunkT]:
         """Every chunk (typed), the usage chunk included."""

@@ -23,6 +23,7 @@ __all__ = [
     "CompletionUsage",
     "Function",
     "FunctionDelta",
+    "StreamCancellation",
     "ToolCall",
     "ToolCallDelta",
 ]
@@ -118,6 +119,15 @@ class ChatCompletion(_Model):
     choices: list[Choice] = []
     usage: CompletionUsage | None = None
     system_fingerprint: str | None = None
+
+
+class StreamCancellation(_Model):
+    """The answer to ``chat.cancel(stream_id)`` (``DELETE /v1/chat/completions/{stream_id}``):
+    ``id`` is the stream id, ``object == "chat.completion.stream"``, ``cancelled`` is true."""
+
+    id: str = ""
+    object: str = "chat.completion.stream"
+    cancelled: bool = False
 
 
 class CompletionChoice(_Model):
