@@ -24,6 +24,8 @@ import pytest
 import redis
 from bench.procs import die_with_parent
 
+from sluicegate.client import Client
+
 from .fakes import free_port
 from .fakes_story import CuttingProxy, StoryUpstream
 from .resume_helpers import MESSAGES, body, parse_events, read_until, resume, text_of
@@ -132,6 +134,30 @@ def test_openai_sdk_stream_dropped_by_the_network_then_resumed(cluster: list[Ins
         assert resume(cluster[1].url, stream_id, 12).status_code == 404
         rest = resume(cluster[1].url, stream_id, 12, headers={"Authorization": "Bearer unused"})
         assert "".join(got) + text_of(parse_events(rest.content)) == "".join(WORDS)
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cut_after", [3, 17, 40])
+def test_the_sdk_resumes_on_another_instance_by_itself(cluster: list[Instance],
+                                                       story: StoryUpstream,
+                                                       cut_after: int) -> None:
+    proxy = CuttingProxy([cluster[2].port, cluster[0].port], cut_after=cut_after)
+    try:
+        with Client(base_url=proxy.url + "/v1", api_key="k") as client, client.chat.stream(
+                model="mock/story", messages=MESSAGES, resumable=True) as stream:
+            pieces = list(stream.text_stream)
+            final = stream.final()
+        assert "".join(pieces) == "".join(WORDS), "every chunk once, in order"
+        assert final.choices[0].message.content == "".join(WORDS)
+        assert final.choices[0].finish_reason == "stop"
+        assert stream.stream_id is not None and stream.stream_id.startswith("rs_")
+        (first, first_line), (second, second_line) = proxy.connections
+        assert (first, second) == (cluster[2].port, cluster[0].port)
+        assert first_line.startswith(b"POST /v1/chat/completions")
+        assert second_line.startswith(
+            f"GET /v1/chat/completions/{stream.stream_id}/stream".encode())
     finally:
         proxy.stop()
 
