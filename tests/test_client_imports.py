@@ -25,7 +25,9 @@ def _fresh(code: str) -> dict[str, object]:
 
 def test_importing_the_sdk_loads_no_server_code() -> None:
     seen = _fresh(
-        "import json, sys\n"
+        # httpx is the SDK's transport; what it loads itself varies with what else is
+        # installed (its CLI pulls in rich when click is present), so it is loaded first.
+        "import json, sys, httpx\n"
         "before = set(sys.modules)\n"
         "import sluicegate.client\n"
         "new = set(sys.modules) - before\n"
