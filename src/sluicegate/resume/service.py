@@ -89,8 +89,10 @@ class Resumer:
         keys = StreamKeys.of(stream_id)
         meta = StreamMeta(auth=auth_digest(_credential(request)), raw=req.raw)
         try:
-            await self.state.set(keys.meta, meta.dumps(), ttl_s=self.settings.retention_s)
-            await self.state.acquire_lease(keys.lease, self.owner, ttl_s=self.settings.lease_s)
+            # Two commands in flight at once: one round trip before the stream starts.
+            await asyncio.gather(
+                self.state.set(keys.meta, meta.dumps(), ttl_s=self.settings.retention_s),
+                self.state.acquire_lease(keys.lease, self.owner, ttl_s=self.settings.lease_s))
         except StateUnavailable as exc:
             log.warning("resumable stream refused: %s", exc)
             raise StateUnavailableError(
