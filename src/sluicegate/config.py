@@ -221,6 +221,7 @@ class StateSettings(_Strict):
     backend: Literal["memory", "redis"] = "memory"
     url: str | None = Field(default=None, repr=False)  # may hold a password
     max_connections: int = Field(default=64, ge=1)
+    max_blocking_connections: int = Field(default=512, ge=1)  # readers waiting on a log
     pool_timeout_s: float = Field(default=5.0, gt=0)  # wait for a free pooled connection
     socket_timeout_s: float = Field(default=1.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)

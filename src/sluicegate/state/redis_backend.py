@@ -66,6 +66,16 @@ class RedisBackend(StateBackend):
             retry=Retry(NoBackoff(), 1),
             protocol=2,
         )
+        # Blocking reads hold a connection for the whole wait: a pool of their own, so that
+        # many waiting readers never starve the commands of live streams.
+        self._block_pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+            settings.url,
+            max_connections=settings.max_blocking_connections,
+            timeout=settings.pool_timeout_s,
+            socket_timeout=settings.socket_timeout_s,
+            socket_connect_timeout=settings.connect_timeout_s,
+            protocol=2,
+        )
         self._client: Redis = Redis.from_pool(self._pool)
         self._scripts = {name: self._client.register_script(source)
                          for name, source in scripts.SOURCES.items()}
@@ -95,7 +105,10 @@ class RedisBackend(StateBackend):
             await self._client.ping()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        try:
+            await self._client.aclose()
+        finally:
+            await self._block_pool.aclose()
 
     async def get(self, key: str) -> bytes | None:
         with self._unavailable("GET"):
@@ -163,11 +176,12 @@ class RedisBackend(StateBackend):
         return [(_seq(entry_id), fields[1]) for entry_id, fields in reply[0][1]]
 
     async def _xread_block(self, key: str, after: int, limit: int, block_s: float) -> Any:
-        """``XREAD COUNT limit BLOCK ms STREAMS key <after>-0`` on a connection of its own from
-        the pool (the client's socket timeout would cut a longer wait short); the raw reply.
-        Raises ``TimeoutError`` if Redis has not answered ``socket_timeout_s`` after the block
-        ends. A connection left with a reply in flight is closed, never reused."""
-        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        """``XREAD COUNT limit BLOCK ms STREAMS key <after>-0`` on a connection of its own
+        from the blocking reads' pool (the client's socket timeout would cut a longer wait
+        short); the raw reply. Raises ``TimeoutError`` if Redis has not answered
+        ``socket_timeout_s`` after the block ends. A connection left with a reply in flight is
+        closed, never reused."""
+        conn = await self._block_pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_command("XREAD", "COUNT", limit, "BLOCK",
                                     max(1, round(block_s * 1000)), "STREAMS", key, f"{after}-0")
@@ -178,7 +192,7 @@ class RedisBackend(StateBackend):
             await conn.disconnect(nowait=True)
             raise
         finally:
-            await self._pool.release(conn)
+            await self._block_pool.release(conn)
 
     async def log_info(self, key: str) -> LogInfo | None:
         reply = await self._run("log_info", [key, f"{key}:meta"], [])
