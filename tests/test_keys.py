@@ -15,6 +15,7 @@ from bench.procs import start_redis, stop_redis
 from sluicegate.config import GatewayConfig, PriceOverride
 from sluicegate.keys.limits import duration
 
+from .client_modes import Api
 from .conftest import MOCK_KEY, MOCK_KEY_ENV, mock_config
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, start_gateway
 from .keys_helpers import MASTER, bearer, chat, create_key, usage
@@ -273,3 +274,43 @@ def test_redis_unreachable(mode: str, upstream: FakeOpenAIUpstream, tmp_path: Pa
         server.stop()
         if proc.poll() is None:
             stop_redis(proc)
+
+
+def test_sdk_reads_the_rate_limit_headers_and_does_not_retry_a_spent_budget(
+        gateway: ServerThread, upstream: FakeOpenAIUpstream, api: Api) -> None:
+    from sluicegate.client import RateLimitError, RateLimits
+
+    key = create_key(gateway.url, rpm=10, tpm=50_000, budget_usd=0.00004)
+    messages = [{"role": "user", "content": "hi"}]
+    client = api.Client(gateway.url + "/v1", api_key=key["secret"], max_retries=3)
+    try:
+        stream = api.run(client.chat.stream(model="mock/x", messages=messages, max_tokens=10))
+        api.list(stream)
+        limits = stream.stats.rate_limits
+        assert isinstance(limits, RateLimits)
+        assert (limits.limit_requests, limits.remaining_requests) == (10, 9)
+        assert limits.limit_tokens == 50_000 and limits.remaining_tokens is not None
+        assert limits.reset_requests is not None and limits.reset_tokens is not None
+        time.sleep(0.1)
+        before = len(upstream.received)
+        with pytest.raises(RateLimitError) as caught:  # $0.000019 spent + $0.000025 > budget
+            api.list(api.run(client.chat.stream(model="mock/x", messages=messages,
+                                                max_tokens=10)))
+        assert caught.value.code == "budget_exceeded"
+        assert len(upstream.received) == before
+        used = usage(gateway.url, key=key["id"])
+        assert len(used) == 1  # one request reached the gateway's ledger: no retries
+    finally:
+        api.close(client)
+
+
+def test_sdk_retries_rate_limits_but_not_budgets() -> None:
+    from sluicegate.client._http import retryable
+    from sluicegate.client.errors import status_error
+
+    def error(code: str) -> Exception:
+        return status_error(429, {"error": {"message": "m", "type": "t", "param": None,
+                                            "code": code}}, {"retry-after": "1"})
+
+    assert retryable(error("rate_limit_exceeded"))
+    assert not retryable(error("budget_exceeded"))
