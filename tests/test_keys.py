@@ -314,3 +314,34 @@ def test_sdk_retries_rate_limits_but_not_budgets() -> None:
 
     assert retryable(error("rate_limit_exceeded"))
     assert not retryable(error("budget_exceeded"))
+
+
+def test_cli_keys_and_usage(gateway: ServerThread) -> None:
+    from .conftest import CREATED_SECRETS
+    from .test_cli import run
+
+    env = {"SLUICEGATE_MASTER_KEY": MASTER_KEY, "COLUMNS": "200"}
+    url = ["--url", gateway.url]
+    created = run("keys", "create", "cli-key", "--model", "mock/*", "--rpm", "7", "--budget",
+                  "1.5", "--period", "monthly", *url, env=env)
+    assert created.exit_code == 0, created.output
+    secret = created.output.split("secret (shown once, store it now): ")[1].split()[0]
+    CREATED_SECRETS.append(secret)
+    assert chat(gateway.url, secret).status_code == 200
+    listed = run("keys", "list", *url, env=env)
+    assert listed.exit_code == 0 and "cli-key" in listed.output and "$1.5/monthly" in listed.output
+    assert secret not in listed.output
+    key_id = next(w for w in listed.output.split() if w.startswith("key_"))
+    shown = run("keys", "show", key_id, *url, env=env)
+    assert shown.exit_code == 0 and "spent this period" in shown.output
+    time.sleep(0.1)
+    table = run("usage", "--group-by", "model", *url, env=env)
+    assert table.exit_code == 0 and "mock/gpt-4o-mini" in table.output
+    assert run("keys", "revoke", key_id, *url, env=env).output.count("revoked") == 1
+    assert chat(gateway.url, secret).status_code == 401
+    no_master = run("keys", "list", *url, env={"COLUMNS": "200"})
+    assert no_master.exit_code == 2 and "SLUICEGATE_MASTER_KEY" in no_master.output
+    wrong = run("keys", "list", *url, "--master-key", "sk-not-it", env=env)
+    assert wrong.exit_code == 1 and "401" in wrong.output
+    bad = run("keys", "create", "x", "--period", "weekly", *url, env=env)
+    assert bad.exit_code == 1 and "budget_period" in bad.output
