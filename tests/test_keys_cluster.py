@@ -182,3 +182,21 @@ def test_admin_refuses_without_the_master_key(cluster: list[Instance]) -> None:
         assert httpx.get(f"{instance.url}/admin/keys").status_code == 401
         assert httpx.get(f"{instance.url}/admin/keys",
                          headers=bearer(key["secret"])).status_code == 403
+
+
+def test_settlement_after_redis_forgot_its_scripts(cluster: list[Instance],
+                                                   redis_url: str) -> None:
+    import redis
+
+    key = create_key(cluster[0].url, tpm=100_000)
+    assert chat(cluster[0].url, key["secret"]).status_code == 200
+    with redis.Redis.from_url(redis_url) as client:
+        client.script_flush()  # as after a Redis restart: the settle's EVALSHA gets NOSCRIPT
+    time.sleep(0.3)
+    ok = chat(cluster[0].url, key["secret"], max_tokens=5000)
+    assert ok.status_code == 200
+    time.sleep(0.3)
+    assert len(usage(cluster[0].url, key=key["id"])) == 2  # one ledger record each
+    after = chat(cluster[0].url, key["secret"])
+    used = 100_000 - int(after.headers["x-ratelimit-remaining-tokens"])
+    assert used < 100  # the 5000-token reservation was settled to the real 15 tokens

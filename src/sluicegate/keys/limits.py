@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .store import Ledger, UsageRecord
+
 __all__ = ["WINDOW_S", "Ask", "Decision", "Limiter", "MemoryLimiter", "duration",
            "limit_headers"]
 
@@ -72,6 +74,13 @@ class Limiter(abc.ABC):
     @abc.abstractmethod
     async def settle(self, ask: Ask, tokens: int, cost_micro: int) -> None:
         """Replace ``ask``'s worst case by the real ``tokens`` and cost."""
+
+    async def settle_and_record(self, ask: Ask, tokens: int, cost_micro: int,
+                                entry: UsageRecord, ledger: Ledger) -> None:
+        """``settle``, then ``entry`` to ``ledger`` (a backend may do both in one round
+        trip)."""
+        await self.settle(ask, tokens, cost_micro)
+        await ledger.add(entry)
 
     async def aclose(self) -> None:  # noqa: B027 - optional
         pass

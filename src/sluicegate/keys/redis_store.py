@@ -107,12 +107,16 @@ class RedisLedger(Ledger):
         self.retention_ms = retention_days * 86_400_000
 
     async def add(self, record: UsageRecord) -> None:
-        ms = int(record.time * 1000)
         with unavailable(self.url, "ledger add"):
-            # The entry ID is Redis's clock at the append (≈ the request's end): instances
-            # whose clocks differ still append in order.
-            await self.r.xadd(LEDGER, {"r": orjson.dumps(record.to_dict())},
-                              minid=str(ms - self.retention_ms), approximate=True)
+            await self.append(self.r, record)
+
+    def append(self, client: Any, record: UsageRecord) -> Any:
+        """The ``XADD`` of ``record`` on ``client`` (the client, or a pipeline). The entry ID is
+        Redis's clock at the append (≈ the request's end): instances whose clocks differ
+        still append in order."""
+        ms = int(record.time * 1000)
+        return client.xadd(LEDGER, {"r": orjson.dumps(record.to_dict())},
+                           minid=str(ms - self.retention_ms), approximate=True)
 
     async def query(self, *, key: str | None = None, model: str | None = None,
                     since: float | None = None,
@@ -230,6 +234,24 @@ class RedisLimiter(Limiter):
 
     async def settle(self, ask: Ask, tokens: int, cost_micro: int) -> None:
         with unavailable(self.url, "settle"):
-            args: list[str | int] = [ask.request_id, tokens, cost_micro,
-                                     int(ask.period_ttl_s * 1000)]
-            await self._settle(keys=_keys(ask), args=args)
+            await self._settle(keys=_keys(ask), args=self._settle_args(ask, tokens, cost_micro))
+
+    @staticmethod
+    def _settle_args(ask: Ask, tokens: int, cost_micro: int) -> list[str | int]:
+        return [ask.request_id, tokens, cost_micro, int(ask.period_ttl_s * 1000)]
+
+    async def settle_and_record(self, ask: Ask, tokens: int, cost_micro: int,
+                                entry: UsageRecord, ledger: Ledger) -> None:
+        if not isinstance(ledger, RedisLedger):
+            return await super().settle_and_record(ask, tokens, cost_micro, entry, ledger)
+        keys = _keys(ask)
+        args = self._settle_args(ask, tokens, cost_micro)
+        with unavailable(self.url, "settle"):  # one round trip for both
+            pipe = self.r.pipeline(transaction=False)  # raw EVALSHA: no SCRIPT EXISTS first
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            ledger.append(pipe, entry)
+            try:
+                await pipe.execute()
+            except rexc.NoScriptError:  # a restarted Redis: the XADD went through
+                await self.settle(ask, tokens, cost_micro)
+        return None

@@ -223,12 +223,6 @@ class KeyService:
         cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
         reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
         cost = cost_usd(prices_for(target), usage)
-        if admission.ask is not None:
-            try:
-                await self.limiter.settle(admission.ask, prompt + completion,
-                                          math.ceil(cost * 1e6) if cost else 0)
-            except StateUnavailable as exc:
-                self._state_error("settle", exc)
         entry = UsageRecord(
             time=self._clock(), request_id=record.id, key_id=admission.key.id,
             model=record.model, provider=record.provider, outcome=record.outcome,
@@ -237,9 +231,14 @@ class KeyService:
             ttft_ms=None if record.ttft_s is None else round(record.ttft_s * 1000, 1),
             duration_ms=round(record.duration_s * 1000, 1))
         try:
-            await self.ledger.add(entry)
+            if admission.ask is None:
+                await self.ledger.add(entry)
+            else:
+                await self.limiter.settle_and_record(
+                    admission.ask, prompt + completion, math.ceil(cost * 1e6), entry,
+                    self.ledger)
         except StateUnavailable as exc:
-            self._state_error("ledger", exc)
+            self._state_error("settle", exc)
 
     def spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
