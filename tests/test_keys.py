@@ -345,3 +345,18 @@ def test_cli_keys_and_usage(gateway: ServerThread) -> None:
     assert wrong.exit_code == 1 and "401" in wrong.output
     bad = run("keys", "create", "x", "--period", "weekly", *url, env=env)
     assert bad.exit_code == 1 and "budget_period" in bad.output
+
+
+def test_resumable_stream_with_a_virtual_key(gateway: ServerThread) -> None:
+    key = create_key(gateway.url, rpm=10, tpm=100_000)
+    response = chat(gateway.url, key["secret"], stream=True,
+                    stream_options={"resumable": True, "include_usage": True})
+    assert response.status_code == 200, response.text
+    assert response.headers.get("x-sluicegate-stream-id")
+    assert response.headers["x-ratelimit-remaining-requests"] == "9"
+    assert b"data: [DONE]" in response.content
+    deadline = time.monotonic() + 3
+    while not (rows := usage(gateway.url, key=key["id"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r["outcome"] for r in rows] == ["completed"]
+    assert rows[0]["completion_tokens"] == 4
