@@ -21,6 +21,9 @@ TEST_SECRETS = (MOCK_KEY, MASTER_KEY, "sk-ant-rotated", "sk-ant-test-key", "sk-o
                 "sk-openai-test", "sk-openai-secret")
 """Keys the tests hand the gateway; no log line of the whole suite may contain one."""
 
+CREATED_SECRETS: list[str] = []
+"""Virtual keys' secrets the tests created (``sk-sg-…``); held to the same rule."""
+
 
 class _SecretWatch(logging.Handler):
     """Sees every log record at INFO and above, from every logger, for the whole session."""
@@ -36,7 +39,7 @@ class _SecretWatch(logging.Handler):
             return
         if record.exc_info and record.exc_info[1] is not None:
             text += " " + repr(record.exc_info[1])
-        if any(secret in text for secret in TEST_SECRETS):
+        if any(secret in text for secret in (*TEST_SECRETS, *CREATED_SECRETS)):
             self.leaks.append(f"{record.name}: {text[:300]}")
 
 

@@ -1,4 +1,4 @@
-"""The ``sluicegate`` command line: ``serve``, ``chat`` and ``models``."""
+"""The ``sluicegate`` command line: ``serve``, ``chat``, ``models``, ``keys`` and ``usage``."""
 
 from __future__ import annotations
 
@@ -176,3 +176,13 @@ def models(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+def _admin_commands() -> None:
+    from .keys.cli import keys_app, usage
+
+    app.add_typer(keys_app, name="keys")
+    app.command("usage")(usage)
+
+
+_admin_commands()

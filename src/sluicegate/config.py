@@ -46,6 +46,7 @@ YAML shape (every key optional)::
         max_retries: 2
         timeouts: {first_token: 30, stall: 20}   # 0 removes a limit
         continuation: false    # true: a failure after the first token continues elsewhere
+        price: {input_per_mtok: 0.15, output_per_mtok: 0.6}  # USD; default: genai-prices
       - name: local/my-model
         provider: local
         model_path: /models/my.gguf
@@ -58,6 +59,10 @@ YAML shape (every key optional)::
       pool_timeout_s: 5        # ... this long (s), then StateUnavailable
       socket_timeout_s: 1      # per Redis reply (s)
       connect_timeout_s: 1     # per Redis connect (s)
+    limits:                    # virtual keys, rate limits, budgets (see sluicegate.keys)
+      default_max_tokens: 4096 # reserved for a request that sets no max_tokens
+      on_state_error: open     # open: admit when the state is unreachable; closed: 503
+      db_path: sluicegate-keys.db  # keys and ledger with state.backend memory (SQLite)
 
 Built-in providers serve ``<provider>/<model>`` names when their key is set: ``openai``
 (``OPENAI_API_KEY``), ``anthropic`` (``ANTHROPIC_API_KEY``), ``gemini`` (``GEMINI_API_KEY`` or
@@ -102,7 +107,9 @@ __all__ = [
     "DeploymentConfig",
     "Dialect",
     "GatewayConfig",
+    "LimitsSettings",
     "LocalSettings",
+    "PriceOverride",
     "ProviderSettings",
     "ServerSettings",
     "StateSettings",
@@ -184,6 +191,24 @@ class ProviderSettings(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class PriceOverride(_Strict):
+    """A deployment's own prices, USD per million tokens (``sluicegate.keys.prices``)."""
+
+    input_per_mtok: float = Field(ge=0, le=10_000)
+    output_per_mtok: float = Field(ge=0, le=10_000)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0, le=10_000)  # None: input
+
+
+class LimitsSettings(_Strict):
+    """Virtual keys, rate limits and budgets (``sluicegate.keys``)."""
+
+    default_max_tokens: int = Field(default=4096, ge=1)  # reserved when a request sets none
+    on_state_error: Literal["open", "closed"] = "open"  # limits when the state is unreachable
+    db_path: str = "sluicegate-keys.db"  # SQLite file (state.backend memory), relative to cwd
+    key_cache_s: float = Field(default=0.5, ge=0, le=1)  # key lookups cached this long (s)
+    ledger_retention_days: int = Field(default=90, ge=1)  # Redis ledger entries kept
+
+
 class DeploymentConfig(_Strict):
     """One client-facing model name (or ``prefix/*`` pattern) and where it is served.
 
@@ -204,6 +229,7 @@ class DeploymentConfig(_Strict):
     timeouts: TimeoutOverrides | None = None
     continuation: bool = False  # after the first token, continue on the next deployment
     resumable: bool | None = None  # None: resumable.default
+    price: PriceOverride | None = None  # USD per million tokens; None: the genai-prices table
 
     @property
     def is_pattern(self) -> bool:
@@ -254,6 +280,7 @@ class GatewayConfig(_Strict):
     models: list[DeploymentConfig] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
     state: StateSettings = Field(default_factory=StateSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:

@@ -45,6 +45,7 @@ from .errors import (
     explain_midstream,
 )
 from .failover import Opened, open_first_content, opener
+from .keys.service import ADMISSION, Admission
 from .metrics import Metrics
 from .policy import Policy
 from .providers.base import ChunkStream, Target, first_dialect
@@ -88,6 +89,8 @@ class Run:
         way (a stream continued on another instance)."""
         self.metrics = metrics
         self.sink = sink
+        # A virtual key's reservation (sluicegate.keys): its headers, settled after accounting.
+        self.admission: Admission | None = request.get(ADMISSION)
         self.usage_extra: dict[str, Any] = {}  # more fields for the usage log line
         self.request = request
         self.req = req
@@ -170,6 +173,8 @@ class Run:
 
     async def _stream(self) -> web.StreamResponse:
         response = self.response = self.sink or web.StreamResponse(headers=SSE_HEADERS)
+        if self.admission is not None:
+            response.headers.update(self.admission.headers)
         # A timer, not a task, until a keep-alive is due: most streams start well before it,
         # and a task per request would cost a loop turn on the way to the first token.
         keepalive: list[asyncio.Task[None]] = []
@@ -249,8 +254,11 @@ class Run:
                         _detail(exc))
             raise
         self.outcome = "completed"
+        headers = self._route_headers()
+        if self.admission is not None:
+            headers.update(self.admission.headers)
         return web.Response(body=orjson.dumps(accumulator.result(self.shaper)),
-                            content_type="application/json", headers=self._route_headers())
+                            content_type="application/json", headers=headers)
 
     async def _relay(self, opened: Opened, response: web.StreamResponse | None,
                      accumulator: Accumulator | None) -> None:
@@ -377,7 +385,10 @@ class Run:
                 await asyncio.shield(self._close_streams(waiting))
         finally:
             self._settle_usage()
-            account(self._accounted(time.perf_counter() - self.started), self.metrics)
+            record = self._accounted(time.perf_counter() - self.started)
+            account(record, self.metrics)
+            if self.admission is not None:
+                self.admission.settle(record, self.target)
 
     def _settle_usage(self) -> None:
         """Without the upstream's usage, take what the provider counted exactly, if it can."""

@@ -47,6 +47,9 @@ from .errors import (
     RouteNotFoundError,
     ShuttingDownError,
 )
+from .keys import ADMISSION, KeyService, open_keys
+from .keys.model import SECRET_PREFIX
+from .keys.service import INVALID_KEY, KEY
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .redact import register_value
 from .relay import Run
@@ -87,6 +90,8 @@ class Gateway:
         self.runs: set[Run] = set()  # requests being served
         self.state: StateBackend = open_state(config.state)  # connects on first use
         self.resumer = Resumer(config, self.state, self.metrics, self._tracked, self.router.plan)
+        # Virtual keys (sluicegate.keys) need the master key, which creates them.
+        self.keys: KeyService | None = open_keys(config) if self._api_key is not None else None
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
 
     # -- application -----------------------------------------------------------------------
@@ -105,6 +110,10 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         if self.metrics is not None:
             app.router.add_get("/metrics", self.metrics_text)
+        if self.keys is not None:
+            from .keys.admin import add_admin_routes
+
+            add_admin_routes(app.router, self.keys)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -117,18 +126,27 @@ class Gateway:
         try:
             await self.router.aclose()
         finally:
-            await self.state.aclose()
+            try:
+                if self.keys is not None:
+                    await self.keys.aclose()
+            finally:
+                await self.state.aclose()
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if self._api_key is not None and request.path != "/healthz":
-                self._check_auth(request)
+            if (self._api_key is not None and request.path != "/healthz"
+                    and (token := self._check_auth(request)) is not None):
+                assert self.keys is not None
+                request[KEY] = await self.keys.authenticate(token)
             return await handler(request)
         except GatewayError as exc:
             if self.metrics is not None:
                 self.metrics.rejected.labels(str(exc.status)).inc()
-            return error_response(exc)
+            response = error_response(exc)
+            if (admission := request.get(ADMISSION)) is not None:
+                response.headers.extend(admission.headers)  # x-ratelimit-* on errors too
+            return response
         except web.HTTPRequestEntityTooLarge:
             return error_response(PayloadTooLargeError(
                 f"The request body exceeds {self.config.server.max_body_bytes} bytes."))
@@ -140,16 +158,20 @@ class Gateway:
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
             return response
 
-    def _check_auth(self, request: web.Request) -> None:
+    def _check_auth(self, request: web.Request) -> str | None:
+        """None for the master key; a virtual key's secret (``sk-sg-…``) to look up."""
         assert self._api_key is not None
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
         # Header bytes that are not UTF-8 arrive as surrogates: a wrong key, not a crash.
-        if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"),
-                                   self._api_key):
-            raise AuthenticationError("Incorrect API key provided.")
+        token = token.strip()
+        if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._api_key):
+            return None
+        if self.keys is not None and token.startswith(SECRET_PREFIX):
+            return token
+        raise AuthenticationError(INVALID_KEY)
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -230,6 +252,9 @@ class Gateway:
     async def _serve(self, request: web.Request, req: ChatRequest | CompletionRequest, *,
                      stream: bool) -> web.StreamResponse:
         policy, chain = self.router.plan(req)
+        if (key := request.get(KEY)) is not None:  # a virtual key: admission
+            assert self.keys is not None
+            request[ADMISSION] = await self.keys.admit(key, req, policy, chain)
         if stream and policy.resumable and isinstance(req, ChatRequest):
             return await self.resumer.start(request, req, policy, chain)
         run = Run(request, req, policy, chain, self.metrics)

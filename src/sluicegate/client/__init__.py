@@ -19,6 +19,7 @@ the SDK reconnects and resumes after the last event received. ``stream.stream_id
 
 from __future__ import annotations
 
+from ._state import RateLimits
 from .builder import BuilderError, ChatRequest, ChatRequestBuilder
 from .callbacks import StreamCallbacks
 from .client import AsyncClient, Client
@@ -88,6 +89,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProgressTracker",
     "RateLimitError",
+    "RateLimits",
     "RichProgress",
     "SluicegateError",
     "StreamCallbacks",

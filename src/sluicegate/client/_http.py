@@ -33,6 +33,7 @@ from tenacity.wait import wait_base
 
 from ..retry import retryable_status
 from ..sse import SSEDecoder
+from ._state import RateLimits
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, status_error
 
 __all__ = ["MAX_RETRY_WAIT_S", "HTTPSource", "HTTPTransport", "event_seq", "retry_wait",
@@ -44,9 +45,16 @@ MAX_RETRY_WAIT_S = 30.0
 T = TypeVar("T")
 
 
+NOT_RETRIED_CODES = frozenset({"budget_exceeded", "insufficient_quota"})
+"""429 codes that waiting does not clear (a spent budget or quota)."""
+
+
 def retryable(exc: BaseException) -> bool:
-    """Connection errors (timeouts included) and statuses 408, 409, 429, ≥ 500."""
+    """Connection errors (timeouts included) and statuses 408, 409, 429, ≥ 500; not a 429 for
+    a spent budget (``budget_exceeded``, ``insufficient_quota``)."""
     if isinstance(exc, APIStatusError):
+        if exc.status_code == 429 and exc.code in NOT_RETRIED_CODES:
+            return False
         return retryable_status(exc.status_code)
     return isinstance(exc, APIConnectionError)
 
@@ -157,6 +165,7 @@ class HTTPSource:
         self.attempts: int | None = _int_or_none(headers.get("x-sluicegate-attempts")) or tries
         self.request_id: str | None = headers.get("x-request-id")
         self.stream_id: str | None = headers.get("x-sluicegate-stream-id") or None
+        self.rate_limits: RateLimits | None = RateLimits.from_headers(headers)
 
     @property
     def last_event_id(self) -> str | None:

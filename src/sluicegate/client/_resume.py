@@ -37,6 +37,7 @@ from tenacity import (
 )
 
 from ._http import HTTPSource, HTTPTransport, retry_wait, retryable
+from ._state import RateLimits
 from .errors import APIConnectionError, APIStatusError, StreamResumeError
 
 __all__ = ["DEFAULT_RESUME_RETRIES", "RESUME_BACKOFF", "ResumableSource", "wants_resume"]
@@ -81,6 +82,7 @@ class ResumableSource:
         self.stream_id = stream_id
         self.resumes = 0
         self.provider: str | None = None
+        self.rate_limits: RateLimits | None = None
         self.model: str | None = None
         self.attempts: int | None = None
         self.request_id: str | None = None
@@ -113,6 +115,7 @@ class ResumableSource:
         self.model = source.model
         self.attempts = source.attempts
         self.request_id = source.request_id
+        self.rate_limits = source.rate_limits
 
     @property
     def last_event_id(self) -> str | None:

@@ -15,9 +15,39 @@ from .types import CompletionUsage
 if TYPE_CHECKING:
     from ._source import Source
 
-__all__ = ["Kind", "StateView", "StreamMetadata", "StreamState", "StreamStats"]
+__all__ = ["Kind", "RateLimits", "StateView", "StreamMetadata", "StreamState", "StreamStats"]
 
 Kind = Literal["chat", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A virtual key's limits as the gateway reported them with the response (OpenAI's
+    ``x-ratelimit-*`` headers); a field is None when its header was absent. Resets are the
+    headers' text (``1s``, ``6m0s``, ``250ms``)."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: str | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> RateLimits | None:
+        """From a case-insensitive header mapping; None when it has no ``x-ratelimit-*``."""
+        def num(name: str) -> int | None:
+            value = headers.get(name)
+            try:
+                return int(value) if value is not None else None
+            except ValueError:
+                return None
+
+        limits = cls(num("x-ratelimit-limit-requests"), num("x-ratelimit-remaining-requests"),
+                     headers.get("x-ratelimit-reset-requests"),
+                     num("x-ratelimit-limit-tokens"), num("x-ratelimit-remaining-tokens"),
+                     headers.get("x-ratelimit-reset-tokens"))
+        return None if limits == cls() else limits
 
 
 @dataclass(slots=True)
@@ -42,6 +72,7 @@ class StreamStats:
     model: str | None = None
     attempts: int | None = None
     finish_reason: str | None = None
+    rate_limits: RateLimits | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +116,7 @@ class StreamState:
         stats.provider = source.provider
         stats.model = source.model
         stats.attempts = source.attempts
+        stats.rate_limits = getattr(source, "rate_limits", None)
 
     def process(self, raw: dict[str, Any]) -> str:
         """Account one chunk dict; returns choice 0's content text ("" if none). Raises
