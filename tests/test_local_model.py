@@ -340,8 +340,9 @@ def test_tiny_total_timeout_ends_the_stream_with_the_error_frame(
         model=MODEL, prompt="Once upon a time, in a small village,", stream=True,
         max_tokens=400, seed=5, extra_body={"timeouts": {"total": 0.6}},
         stream_options={"include_usage": True})
+    # On a loaded machine a single token may be all that fits in 0.6 s ("1 token").
     with pytest.raises(openai.APIError, match=r"reached its time limit of 0\.6 s after \d+ "
-                       r"tokens; the stream was stopped") as info:
+                       r"tokens?; the stream was stopped") as info:
         for chunk in stream:
             chunks.append(chunk)
             if chunk.choices and chunk.choices[0].text:
@@ -353,7 +354,8 @@ def test_tiny_total_timeout_ends_the_stream_with_the_error_frame(
     assert chunks[-1].choices == [] and usage is not None
     assert "estimated" not in (usage.model_extra or {})
     assert usage.completion_tokens >= len(seen)
-    assert f"after {usage.completion_tokens} tokens" in str(info.value)
+    plural = "" if usage.completion_tokens == 1 else "s"
+    assert f"after {usage.completion_tokens} token{plural};" in str(info.value)
     at_end = engine.tokens_generated
     _idle(engine)
     time.sleep(0.2)
