@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .cache.service import open_cache
 from .config import GatewayConfig
 from .errors import (
     AuthenticationError,
@@ -87,6 +88,7 @@ class Gateway:
         self.runs: set[Run] = set()  # requests being served
         self.state: StateBackend = open_state(config.state)  # connects on first use
         self.resumer = Resumer(config, self.state, self.metrics, self._tracked, self.router.plan)
+        self.cache = open_cache(config, self.state, self.metrics)  # None: no cache configured
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
 
     # -- application -----------------------------------------------------------------------
@@ -112,6 +114,8 @@ class Gateway:
     async def _on_startup(self, app: web.Application) -> None:
         if self.config.local.preload:
             await asyncio.to_thread(self.router.preload)
+        if self.cache is not None:
+            await self.cache.start()
 
     async def _on_cleanup(self, app: web.Application) -> None:
         try:
@@ -230,6 +234,9 @@ class Gateway:
     async def _serve(self, request: web.Request, req: ChatRequest | CompletionRequest, *,
                      stream: bool) -> web.StreamResponse:
         policy, chain = self.router.plan(req)
+        if self.cache is not None and (cached := await self.cache.serve(
+                request, req, policy, chain, stream=stream, track=self._tracked)) is not None:
+            return cached
         if stream and policy.resumable and isinstance(req, ChatRequest):
             return await self.resumer.start(request, req, policy, chain)
         run = Run(request, req, policy, chain, self.metrics)

@@ -1,0 +1,267 @@
+"""The stream cache through the official openai SDK: exact hits replayed as the same stream
+(content, tool calls, n=2), non-stream ↔ stream, what is never stored, Cache-Control, pacing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from sluicegate.cache.service import StreamCache
+from sluicegate.server import Gateway
+
+from .client_helpers import TOOL_CHUNKS, wait_until
+from .conftest import MOCK_KEY, MOCK_KEY_ENV, mock_config
+from .fakes import FakeOpenAIUpstream, Script, ServerThread, start_gateway
+
+Gw = tuple[ServerThread, Gateway]
+AUTH = {"Authorization": "Bearer unused"}
+
+
+@pytest.fixture(scope="module")
+def cache_gateway(upstream: FakeOpenAIUpstream) -> Iterator[Gw]:
+    """A gateway with the cache on (exact, deterministic requests only: the defaults)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(MOCK_KEY_ENV, MOCK_KEY)
+    config = mock_config(upstream.base_url)
+    config.cache.enabled = True
+    server, gateway = start_gateway(config)
+    yield server, gateway
+    server.stop()
+    mp.undo()
+
+
+@pytest.fixture
+def gw(cache_gateway: Gw, fake: FakeOpenAIUpstream) -> Gw:
+    return cache_gateway
+
+
+def cache_of(gateway: Gateway) -> StreamCache:
+    assert gateway.cache is not None
+    return gateway.cache
+
+
+def stored_after(gateway: Gateway, before: int) -> bool:
+    return wait_until(lambda: cache_of(gateway).stats["stored"] > before, 3.0)
+
+
+def client(server: ServerThread) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def raw_stream(server: ServerThread, body: dict[str, Any],
+               headers: dict[str, str] | None = None) -> tuple[httpx.Response, list[Any]]:
+    """The SSE events of one stream, parsed (``[DONE]`` as the string); sent with the SDK's
+    credential (entries are scoped by the caller's credential)."""
+    response = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": True},
+                          headers={**AUTH, **(headers or {})}, timeout=10)
+    events: list[Any] = []
+    for block in response.content.split(b"\n\n"):
+        if block.startswith(b"data: "):
+            data = block[6:]
+            events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+    return response, events
+
+
+def without_ids(events: list[Any]) -> list[Any]:
+    out = []
+    for event in events:
+        if isinstance(event, dict):
+            event = {k: v for k, v in event.items() if k not in ("id", "created")}
+            if event.get("usage"):
+                event["usage"] = {k: v for k, v in event["usage"].items() if k != "cached"}
+        out.append(event)
+    return out
+
+
+def body(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "mock/m", "messages": [{"role": "user", "content": text}],
+            "temperature": 0, **extra}
+
+
+def test_exact_hit_replays_the_same_stream(gw: Gw, fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    fake.script = Script(texts=["The", " answer", " is", " 42", "."], gap_s=0.005)
+    req = body("exact hit: what is the answer?", stream_options={"include_usage": True})
+    before = cache_of(gateway).stats["stored"]
+    first, original = raw_stream(server, req)
+    assert first.headers["X-Sluicegate-Cache"] == "miss"
+    assert stored_after(gateway, before)
+    second, replayed = raw_stream(server, req)
+    assert second.headers["X-Sluicegate-Cache"] == "hit"
+    assert second.headers["X-Sluicegate-Provider"] == "cache"
+    assert len(fake.received) == 1, "the upstream saw one request"
+    assert without_ids(replayed) == without_ids(original)
+    assert replayed[0]["id"] != original[0]["id"]
+    assert len({e["id"] for e in replayed if isinstance(e, dict)}) == 1
+    assert replayed[-2]["usage"]["cached"] is True
+    assert replayed[-2]["usage"]["completion_tokens"] == original[-2]["usage"][
+        "completion_tokens"]
+    # The SDK's stream helper rebuilds the same completion.
+    with client(server).chat.completions.stream(
+            model="mock/m", messages=req["messages"], temperature=0,
+            stream_options={"include_usage": True}) as s:
+        final = s.get_final_completion()
+    assert final.choices[0].message.content == "The answer is 42."
+    assert len(fake.received) == 1
+
+
+def test_tool_calls_and_n2_replay_identically(gw: Gw, fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    sdk = client(server)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    fake.script = Script(raw_chunks=TOOL_CHUNKS)
+    finals = []
+    for _ in range(2):
+        before = cache_of(gateway).stats["stored"]
+        with sdk.chat.completions.stream(
+                model="mock/m", temperature=0, tools=tools,  # type: ignore[arg-type]
+                messages=[{"role": "user", "content": "tools: weather in Paris?"}]) as s:
+            finals.append(s.get_final_completion())
+        stored_after(gateway, before)
+    assert len(fake.received) == 1
+    a, b = (f.choices[0].message for f in finals)
+    assert a.tool_calls is not None and b.tool_calls is not None
+    assert [(c.id, c.function.name, c.function.arguments) for c in a.tool_calls] == [
+        (c.id, c.function.name, c.function.arguments) for c in b.tool_calls]
+    assert b.tool_calls[0].function.arguments == '{"city": "Paris"}'
+    assert finals[1].choices[0].finish_reason == "tool_calls"
+
+    fake.script = Script(texts=["one", " two"])
+    req = body("n=2: count", n=2)
+    before = cache_of(gateway).stats["stored"]
+    _, original = raw_stream(server, req)
+    assert stored_after(gateway, before)
+    response, replayed = raw_stream(server, req)
+    assert response.headers["X-Sluicegate-Cache"] == "hit"
+    assert without_ids(replayed) == without_ids(original)
+    assert {c["index"] for e in replayed if isinstance(e, dict) for c in e["choices"]} == {0, 1}
+    assert len(fake.received) == 2
+
+
+def test_non_stream_and_stream_share_entries(gw: Gw, fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    sdk = client(server)
+    before = cache_of(gateway).stats["stored"]
+    msgs: Any = [{"role": "user", "content": "cross: stream first"}]
+    streamed = "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(
+        model="mock/m", messages=msgs, temperature=0, stream=True) if c.choices)
+    assert stored_after(gateway, before)
+    raw = sdk.chat.completions.with_raw_response.create(model="mock/m", messages=msgs,
+                                                        temperature=0)
+    assert raw.headers["X-Sluicegate-Cache"] == "hit"
+    completion = raw.parse()
+    assert completion.choices[0].message.content == streamed == "Hello, world!"
+    assert completion.usage is not None and completion.usage.model_extra == {"cached": True}
+    # And a non-stream answer is replayed as a stream.
+    msgs = [{"role": "user", "content": "cross: non-stream first"}]
+    before = cache_of(gateway).stats["stored"]
+    sdk.chat.completions.create(model="mock/m", messages=msgs, temperature=0)
+    assert stored_after(gateway, before)
+    chunks = list(sdk.chat.completions.create(model="mock/m", messages=msgs, temperature=0,
+                                              stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "Hello, world!")
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len(fake.received) == 2
+
+
+def test_failed_and_cancelled_streams_are_never_stored(gw: Gw,
+                                                       fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    cache = cache_of(gateway)
+    req = body("failing: tell me")
+    fake.script = Script(error_after=2)
+    _, events = raw_stream(server, req)
+    assert any(isinstance(e, dict) and e.get("error") for e in events)
+    fake.script = Script(die_after=2)
+    raw_stream(server, req)
+    fake.script = Script(send_finish=False)  # truncated: no finish_reason
+    raw_stream(server, req)
+    # Cancelled: the client leaves after the first chunk.
+    fake.script = Script(texts=["a"] * 50, gap_s=0.02)
+    with httpx.stream("POST", server.url + "/v1/chat/completions", headers=AUTH,
+                      json={**req, "stream": True}, timeout=10) as response:
+        next(response.iter_bytes())
+    fake.script = Script()
+    time.sleep(0.3)
+    stored = cache.stats["stored"]
+    response, _ = raw_stream(server, req)
+    assert response.headers["X-Sluicegate-Cache"] == "miss"
+    assert len(fake.received) == 5
+    assert stored_after(gateway, stored), "the first completed stream is stored"
+
+
+def test_cache_control_no_store_and_no_cache(gw: Gw, fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    cache = cache_of(gateway)
+    req = body("cache-control: hello")
+    raw_stream(server, req, headers={"Cache-Control": "no-store"})
+    time.sleep(0.2)
+    response, _ = raw_stream(server, req)
+    assert response.headers["X-Sluicegate-Cache"] == "miss", "no-store stored nothing"
+    wait_until(lambda: cache.stats["stored"] > 0)
+    time.sleep(0.1)
+    response, _ = raw_stream(server, req, headers={"Cache-Control": "no-cache"})
+    assert response.headers["X-Sluicegate-Cache"] == "miss", "no-cache did not read"
+    response, _ = raw_stream(server, req)
+    assert response.headers["X-Sluicegate-Cache"] == "hit"
+    assert len(fake.received) == 3
+
+
+def test_only_deterministic_requests_by_default_and_body_field_stripped(
+        gw: Gw, fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    req = body("sampling: hi", temperature=0.7)
+    for _ in range(2):
+        response, _ = raw_stream(server, req)
+        assert "X-Sluicegate-Cache" not in response.headers
+        time.sleep(0.1)
+    opted = {**req, "cache": {"mode": "exact", "ttl": 60}}
+    raw_stream(server, opted)
+    wait_until(lambda: cache_of(gateway).stats["stored"] > 0)
+    time.sleep(0.2)
+    response, _ = raw_stream(server, opted)
+    assert response.headers["X-Sluicegate-Cache"] == "hit"
+    assert len(fake.received) == 3
+    assert all("cache" not in r.body for r in fake.received), "never sent upstream"
+    # Fields that change the answer change the key; transport fields do not.
+    response, _ = raw_stream(server, {**opted, "max_tokens": 5})
+    assert response.headers["X-Sluicegate-Cache"] == "miss"
+    time.sleep(0.2)
+    response, _ = raw_stream(server, {**opted, "user": "someone",
+                                      "stream_options": {"include_usage": True}})
+    assert response.headers["X-Sluicegate-Cache"] == "hit"
+    bad = httpx.post(server.url + "/v1/chat/completions",
+                     json={**req, "cache": {"mode": "sometimes"}}, timeout=10)
+    # Another credential has its own entries.
+    other, _ = raw_stream(server, opted, headers={"Authorization": "Bearer other"})
+    assert other.headers["X-Sluicegate-Cache"] == "miss"
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "cache.mode"
+
+
+def test_pace_replays_with_the_recorded_gaps(gw: Gw, fake: FakeOpenAIUpstream) -> None:
+    server, gateway = gw
+    fake.script = Script(texts=["a", "b", "c", "d", "e", "f"], gap_s=0.05)
+    req = body("pace: slow answer")
+    before = cache_of(gateway).stats["stored"]
+    t0 = time.perf_counter()
+    raw_stream(server, req)
+    original_s = time.perf_counter() - t0
+    assert stored_after(gateway, before)
+    t0 = time.perf_counter()
+    response, _ = raw_stream(server, req)
+    immediate_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    response, events = raw_stream(server, {**req, "cache": {"pace": True}})
+    paced_s = time.perf_counter() - t0
+    assert response.headers["X-Sluicegate-Cache"] == "hit"
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                   if isinstance(e, dict) and e["choices"]) == "abcdef"
+    assert original_s >= 0.25 and immediate_s < 0.15
+    assert 0.2 <= paced_s <= original_s + 0.3, (original_s, immediate_s, paced_s)
