@@ -20,6 +20,7 @@ the SDK reconnects and resumes after the last event received. ``stream.stream_id
 from __future__ import annotations
 
 from .builder import BuilderError, ChatRequest, ChatRequestBuilder
+from .cache import CacheHit, StreamingCache
 from .callbacks import StreamCallbacks
 from .client import AsyncClient, Client
 from .decorators import stream_llm, stream_llm_sync
@@ -71,6 +72,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BuilderError",
+    "CacheHit",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
@@ -97,6 +99,7 @@ __all__ = [
     "StreamMetadata",
     "StreamResumeError",
     "StreamStats",
+    "StreamingCache",
     "UnprocessableEntityError",
     "stream_llm",
     "stream_llm_sync",
