@@ -84,7 +84,7 @@ class VectorIndex:
         valid = (self._contexts[:n] == context_id) & (self._expires[:n] > now)
         if not valid.any():
             return None
-        scores = np.where(valid, scores, -2.0)
+        scores[~valid] = -2.0
         best = int(np.argmax(scores))
         return self._keys[best], float(scores[best])
 
