@@ -114,6 +114,7 @@ class StreamCache:
         self._embedder = embedder
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"hit": 0, "semantic-hit": 0, "miss": 0, "stored": 0}
+        self._warned = False
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -221,7 +222,13 @@ class StreamCache:
         if not semantic:
             return None
         assert keys.text is not None and keys.context is not None
-        vector = await asyncio.to_thread(self.embedder.embed, keys.text)
+        try:
+            vector = await asyncio.to_thread(self.embedder.embed, keys.text)
+        except ImportError as exc:  # the cache extra is not installed: exact matches only
+            if not self._warned:
+                log.warning("semantic cache unavailable, exact matches only: %s", exc)
+                self._warned = True
+            return None
         nearest = await self.store.nearest(vector, keys.context, decision.threshold)
         if nearest is None or nearest[1] < decision.threshold:
             return vector
@@ -287,6 +294,8 @@ class StreamCache:
             self.stats["stored"] += 1
         except StateUnavailable as exc:
             log.warning("cache store skipped: %s", exc)
+        except ImportError:
+            pass  # no embedding model: stored for exact matches only (warned at lookup)
         except Exception:
             log.exception("cache store failed")
 

@@ -155,6 +155,12 @@ class SharedStore(CacheStore):
         index = self.index()
         while True:
             entries = await self.state.log_read(self._log, self._synced, limit=512)
+            if not entries and self._synced:
+                # The log expired or was deleted and started again: read it from the start.
+                info = await self.state.log_info(self._log)
+                if info is None or info.last_seq < self._synced:
+                    self._synced = 0
+                    continue
             for seq, payload in entries:
                 context, entry_key, expires = _HEAD.unpack_from(payload)
                 vector = np.frombuffer(payload, dtype=np.float32, offset=_HEAD.size)
