@@ -55,6 +55,29 @@ def ttft(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, s
     return first, response.headers.get("X-Sluicegate-Cache", "")
 
 
+def bench_ttft_off() -> None:
+    """The same requests through a gateway without a cache (the default)."""
+    os.environ[MOCK_KEY_ENV] = MOCK_KEY
+    upstream = FakeOpenAIUpstream().start()
+    upstream.script = Script(texts=[f"word{i} " for i in range(8)])
+    server, _ = start_gateway(mock_config(upstream.base_url))
+    url = server.url + "/v1/chat/completions"
+    try:
+        with httpx.Client(timeout=30) as client:
+            times = []
+            for i in range(N + 20):
+                ms, _ = ttft(client, url, {
+                    "model": "mock/m", "temperature": 0, "stream": True,
+                    "messages": [{"role": "user", "content": f"question number {i}"}]})
+                times.append(ms)
+        times = times[20:]
+        print(f"TTFT without a cache (default config): p50 {pct(times, 50):.2f} ms, "
+              f"p99 {pct(times, 99):.2f} ms (n={N})")
+    finally:
+        server.stop()
+        upstream.stop()
+
+
 def bench_ttft() -> None:
     os.environ[MOCK_KEY_ENV] = MOCK_KEY
     upstream = FakeOpenAIUpstream().start()
@@ -196,7 +219,9 @@ def main() -> None:
     bench_search()
     bench_memory()
     bench_sweep(embedder)
+    bench_ttft_off()
     bench_ttft()
+    bench_ttft_off()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,8 +87,10 @@ def body(text: str, **extra: Any) -> dict[str, Any]:
             "temperature": 0, **extra}
 
 
-def test_exact_hit_replays_the_same_stream(gw: Gw, fake: FakeOpenAIUpstream) -> None:
+def test_exact_hit_replays_the_same_stream(gw: Gw, fake: FakeOpenAIUpstream,
+                                           caplog: pytest.LogCaptureFixture) -> None:
     server, gateway = gw
+    caplog.set_level(logging.INFO, logger="sluicegate.usage")
     fake.script = Script(texts=["The", " answer", " is", " 42", "."], gap_s=0.005)
     req = body("exact hit: what is the answer?", stream_options={"include_usage": True})
     before = cache_of(gateway).stats["stored"]
@@ -104,6 +107,15 @@ def test_exact_hit_replays_the_same_stream(gw: Gw, fake: FakeOpenAIUpstream) -> 
     assert replayed[-2]["usage"]["cached"] is True
     assert replayed[-2]["usage"]["completion_tokens"] == original[-2]["usage"][
         "completion_tokens"]
+    def usage_lines() -> list[dict[str, Any]]:
+        return [orjson.loads(r.getMessage().removeprefix("usage ")) for r in caplog.records
+                if r.name == "sluicegate.usage"]
+
+    assert wait_until(lambda: len(usage_lines()) >= 2)  # accounted after the last write
+    lines = usage_lines()
+    assert [line.get("cached") for line in lines[-2:]] == [None, True]
+    assert lines[-1]["provider"] == "cache" and lines[-1]["usage"]["total_tokens"] == (
+        lines[-2]["usage"]["total_tokens"])
     # The SDK's stream helper rebuilds the same completion.
     with client(server).chat.completions.stream(
             model="mock/m", messages=req["messages"], temperature=0,

@@ -14,6 +14,7 @@ leave by TTL (and by Redis's ``maxmemory`` policy where one is set); the vectors
 from __future__ import annotations
 
 import abc
+import asyncio
 import struct
 import time
 from collections import OrderedDict
@@ -57,7 +58,12 @@ class CacheStore(abc.ABC):
     async def nearest(self, vector: Vector, context: str, threshold: float
                       ) -> tuple[str, float] | None:
         """The most similar entry of ``context`` (key, cosine), or None."""
-        return self.index().search(vector, context)
+        return await self._search(vector, context)
+
+    async def _search(self, vector: Vector, context: str) -> tuple[str, float] | None:
+        # In a worker thread: ~0.3 ms at 10k entries, but tens of ms on a busy CPU, and the
+        # event loop never waits for it.
+        return await asyncio.to_thread(self.index().search, vector, context)
 
     def forget(self, entry_key: str) -> None:
         """A vector's entry is gone (expired or evicted): drop its rows."""
@@ -172,7 +178,7 @@ class SharedStore(CacheStore):
 
     async def nearest(self, vector: Vector, context: str, threshold: float
                       ) -> tuple[str, float] | None:
-        found = self.index().search(vector, context)
+        found = await self._search(vector, context)
         if (found is None or found[1] < threshold) and await self.sync():
-            found = self.index().search(vector, context)
+            found = await self._search(vector, context)
         return found
