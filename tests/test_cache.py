@@ -345,3 +345,40 @@ def test_semantic_precision_and_recall_on_the_labelled_pairs(
           f"(tp {tp} fp {fp} fn {fn} tn {tn})")
     assert precision >= 0.9
     assert recall >= 0.6
+
+
+def test_configured_per_deployment_or_not_at_all() -> None:
+    from sluicegate.cache.service import open_cache
+    from sluicegate.config import GatewayConfig
+    from sluicegate.state import MemoryBackend
+
+    assert open_cache(mock_config("http://127.0.0.1:9/v1"), MemoryBackend(), None) is None, (
+        "no cache by default")
+    config = GatewayConfig.model_validate({
+        "embedded_model": False,
+        "models": [{"name": "faq/*", "provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                    "cache": {"mode": "semantic", "threshold": 0.9}},
+                   {"name": "chat/*", "provider": "openai", "base_url": "http://127.0.0.1:9/v1"}],
+    })
+    cache = open_cache(config, MemoryBackend(), None)
+    assert cache is not None and cache.semantic_configured()
+    with pytest.raises(ValueError):
+        GatewayConfig.model_validate({"cache": {"mode": "fuzzy"}})
+    from aiohttp.test_utils import make_mocked_request
+
+    from sluicegate.router import Router
+    from sluicegate.schemas import parse_chat_request
+
+    router = Router(config)
+    http = make_mocked_request("POST", "/v1/chat/completions",
+                               headers={"Cache-Control": "no-cache"})
+    msgs = [{"role": "user", "content": "hi"}]
+    faq = parse_chat_request({"model": "faq/x", "temperature": 0, "messages": msgs})
+    decision = cache.decide(http, faq, router.plan(faq)[1])
+    assert decision is not None
+    assert (decision.mode, decision.threshold, decision.read, decision.store) == (
+        "semantic", 0.9, False, True)
+    chat = parse_chat_request({"model": "chat/x", "temperature": 0, "messages": msgs})
+    assert cache.decide(http, chat, router.plan(chat)[1]) is None, "server-wide cache is off"
+    opted = parse_chat_request({"model": "chat/x", "messages": msgs, "cache": {"mode": "exact"}})
+    assert cache.decide(http, opted, router.plan(opted)[1]) is not None
