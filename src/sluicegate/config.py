@@ -52,6 +52,15 @@ YAML shape (every key optional)::
         model_path: /models/my.gguf
     aliases:
       fast: mock/gpt-4o-mini
+    cache:                     # the stream cache (sluicegate.cache); off unless enabled
+      enabled: false           # true: every deployment's requests may be cached (mode below)
+      mode: exact              # exact, semantic or off (per deployment: models[].cache.mode)
+      ttl_s: 3600              # an entry's lifetime (s)
+      max_entries: 10000       # entries kept (LRU in memory; the vector log's cap on Redis)
+      max_bytes: 268435456     # bytes of entries kept in memory (LRU)
+      threshold: 0.95          # cosine similarity a semantic hit needs
+      deterministic_only: true # only temperature 0 or seeded requests, unless opted in
+      preload: false           # load the embedding model at start-up when semantic is on
     state:                     # state shared by gateway processes (see sluicegate.state)
       backend: memory          # memory (one process) or redis (needed by serve --workers N)
       url: null                # redis://[user:password@]host:6379/0; setting it implies redis
@@ -103,7 +112,9 @@ __all__ = [
     "BUILTIN_PROVIDERS",
     "EMBEDDED_ALIAS",
     "EMBEDDED_MODEL",
+    "CacheSettings",
     "ConfigError",
+    "DeploymentCache",
     "DeploymentConfig",
     "Dialect",
     "GatewayConfig",
@@ -168,6 +179,32 @@ class ResumableSettings(_Strict):
     lease_s: float = Field(default=3.0, gt=0)  # a producer silent this long is dead
 
 
+CacheMode = Literal["exact", "semantic", "off"]
+
+
+class CacheSettings(_Strict):
+    """The stream cache (``sluicegate.cache``), server-wide. Durations in s, sizes in bytes."""
+
+    enabled: bool = False
+    mode: CacheMode = "exact"
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    deterministic_only: bool = True  # temperature 0 or a seed, unless a request opts in
+    preload: bool = False  # load the embedding model at start-up (semantic configured)
+
+
+class DeploymentCache(_Strict):
+    """One deployment's cache settings; each field overrides the server-wide one. A mode other
+    than ``off`` turns the cache on for this deployment even when ``cache.enabled`` is false."""
+
+    mode: CacheMode | None = None
+    ttl_s: float | None = Field(default=None, gt=0)
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    deterministic_only: bool | None = None
+
+
 Dialect = Literal["openai", "anthropic", "gemini", "openrouter"]
 
 BUILTIN_PROVIDERS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -230,6 +267,7 @@ class DeploymentConfig(_Strict):
     continuation: bool = False  # after the first token, continue on the next deployment
     resumable: bool | None = None  # None: resumable.default
     price: PriceOverride | None = None  # USD per million tokens; None: the genai-prices table
+    cache: DeploymentCache | None = None  # None: the server-wide cache settings
 
     @property
     def is_pattern(self) -> bool:
@@ -281,6 +319,7 @@ class GatewayConfig(_Strict):
     aliases: dict[str, str] = Field(default_factory=dict)
     state: StateSettings = Field(default_factory=StateSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:

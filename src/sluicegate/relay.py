@@ -29,7 +29,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -54,7 +55,7 @@ from .shaping import StreamShaper, shaper_for
 from .sse import DONE, KEEP_ALIVE
 from .watchdog import Watchdog
 
-__all__ = ["SSE_HEADERS", "Run", "frame_chunk"]
+__all__ = ["SSE_HEADERS", "Recorder", "Run", "frame_chunk"]
 
 log = logging.getLogger("sluicegate.server")
 
@@ -65,6 +66,22 @@ SSE_HEADERS = {
 }
 
 Chain = list[Target | GatewayError]
+
+class Recorder(Protocol):
+    """Keeps what a run sends, for the stream cache (``sluicegate.cache.service.Recorder``)."""
+
+    headers: dict[str, str]  # added to the response's route headers
+
+    async def relay(self, run: Run, opened: Opened, response: web.StreamResponse,
+                    watch: Watchdog) -> None:
+        """The streaming loop of ``_relay``, recording."""
+
+    def tee(self, add: Callable[[Chunk], None]) -> Callable[[Chunk], None]:
+        """``add``, also recording (non-stream requests)."""
+
+    def finish(self, run: Run) -> None:
+        """The run ended (accounted); called once."""
+
 
 _CANCEL_CODES = frozenset({"stream_cancelled", "no_reader"})
 """Abort codes that end a run as ``cancelled`` (a resumable stream stopped on purpose)."""
@@ -92,6 +109,7 @@ class Run:
         # A virtual key's reservation (sluicegate.keys): its headers, settled after accounting.
         self.admission: Admission | None = request.get(ADMISSION)
         self.usage_extra: dict[str, Any] = {}  # more fields for the usage log line
+        self.recorder: Recorder | None = None  # the stream cache's, on a miss
         self.request = request
         self.req = req
         self.policy = policy
@@ -160,9 +178,12 @@ class Run:
 
     def _route_headers(self) -> dict[str, str]:
         assert self.target is not None
-        return {"X-Sluicegate-Provider": self.target.provider.name,
-                "X-Sluicegate-Model": self.target.upstream_model,
-                "X-Sluicegate-Attempts": str(self.attempts)}
+        headers = {"X-Sluicegate-Provider": self.target.provider.name,
+                   "X-Sluicegate-Model": self.target.upstream_model,
+                   "X-Sluicegate-Attempts": str(self.attempts)}
+        if self.recorder is not None:
+            headers.update(self.recorder.headers)
+        return headers
 
     async def _keepalive(self, response: web.StreamResponse) -> None:
         while True:
@@ -280,6 +301,9 @@ class Run:
                     try:
                         if accumulator is not None:
                             await self._accumulate(opened, accumulator, watch)
+                        elif self.recorder is not None:  # the same loop, recording
+                            assert response is not None
+                            await self.recorder.relay(self, opened, response, watch)
                         else:
                             assert response is not None
                             write = response.write
@@ -329,17 +353,18 @@ class Run:
     async def _accumulate(self, opened: Opened, accumulator: Accumulator,
                           watch: Watchdog) -> None:
         shape = self.shaper.shape
+        add = accumulator.add if self.recorder is None else self.recorder.tee(accumulator.add)
         for batch in opened.pending:
             for chunk in batch:
                 if (shaped := shape(chunk)) is not None:
-                    accumulator.add(shaped)
+                    add(shaped)
         if opened.ended:
             return
         async for batch in opened.iterator:
             watch.reads += 1
             for chunk in batch:
                 if (shaped := shape(chunk)) is not None:
-                    accumulator.add(shaped)
+                    add(shaped)
 
     def _buffered(self) -> int:
         transport = self.request.transport if self.sink is None else None
@@ -389,6 +414,8 @@ class Run:
             account(record, self.metrics)
             if self.admission is not None:
                 self.admission.settle(record, self.target)
+            if self.recorder is not None:
+                self.recorder.finish(self)
 
     def _settle_usage(self) -> None:
         """Without the upstream's usage, take what the provider counted exactly, if it can."""

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .cache.service import open_cache
 from .config import GatewayConfig
 from .errors import (
     AuthenticationError,
@@ -92,6 +93,7 @@ class Gateway:
         self.resumer = Resumer(config, self.state, self.metrics, self._tracked, self.router.plan)
         # Virtual keys (sluicegate.keys) need the master key, which creates them.
         self.keys: KeyService | None = open_keys(config) if self._api_key is not None else None
+        self.cache = open_cache(config, self.state, self.metrics)  # None: no cache configured
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
 
     # -- application -----------------------------------------------------------------------
@@ -121,6 +123,8 @@ class Gateway:
     async def _on_startup(self, app: web.Application) -> None:
         if self.config.local.preload:
             await asyncio.to_thread(self.router.preload)
+        if self.cache is not None:
+            await self.cache.start()
 
     async def _on_cleanup(self, app: web.Application) -> None:
         try:
@@ -255,6 +259,9 @@ class Gateway:
         if (key := request.get(KEY)) is not None:  # a virtual key: admission
             assert self.keys is not None
             request[ADMISSION] = await self.keys.admit(key, req, policy, chain)
+        if self.cache is not None and (cached := await self.cache.serve(
+                request, req, policy, chain, stream=stream, track=self._tracked)) is not None:
+            return cached
         if stream and policy.resumable and isinstance(req, ChatRequest):
             return await self.resumer.start(request, req, policy, chain)
         run = Run(request, req, policy, chain, self.metrics)

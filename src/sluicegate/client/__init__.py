@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ._state import RateLimits
 from .builder import BuilderError, ChatRequest, ChatRequestBuilder
+from .cache import CacheHit, StreamingCache
 from .callbacks import StreamCallbacks
 from .client import AsyncClient, Client
 from .decorators import stream_llm, stream_llm_sync
@@ -72,6 +73,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BuilderError",
+    "CacheHit",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
@@ -99,6 +101,7 @@ __all__ = [
     "StreamMetadata",
     "StreamResumeError",
     "StreamStats",
+    "StreamingCache",
     "UnprocessableEntityError",
     "stream_llm",
     "stream_llm_sync",

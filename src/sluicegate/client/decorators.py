@@ -32,6 +32,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict, overload
 
+from .cache import StreamingCache
 from .callbacks import StreamCallbacks
 from .progress import ProgressSink
 from .types import ChatCompletionChunk
@@ -124,6 +125,13 @@ def _messages(prompt: object) -> list[dict[str, Any]]:
                     f"dicts, not {type(prompt).__name__}")
 
 
+def _cache_request(model: str, messages: list[dict[str, Any]], fallbacks: list[str] | None,
+                   with_metadata: bool, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``StreamingCache`` keys a decorated call on (the request, and what is yielded)."""
+    return {**params, "model": model, "messages": messages, "models": fallbacks,
+            "yields": "events" if with_metadata else "text"}
+
+
 def _event(chunk: ChatCompletionChunk, index: int, provider: str | None,
            model: str | None) -> ChunkEvent:
     text = ""
@@ -139,7 +147,7 @@ def stream_llm(
     model: str = ..., *, fallbacks: Sequence[str] | None = ..., max_retries: int = ...,
     timeout: float | None = ..., callbacks: StreamCallbacks | None = ...,
     progress: ProgressSink | None = ..., with_metadata: Literal[False] = ...,
-    client: AsyncClient | None = ..., **params: Any,
+    client: AsyncClient | None = ..., cache: StreamingCache | None = ..., **params: Any,
 ) -> Callable[[Callable[P, Awaitable[Prompt] | Prompt]], Callable[P, AsyncIterator[str]]]: ...
 
 
@@ -148,7 +156,7 @@ def stream_llm(
     model: str = ..., *, fallbacks: Sequence[str] | None = ..., max_retries: int = ...,
     timeout: float | None = ..., callbacks: StreamCallbacks | None = ...,
     progress: ProgressSink | None = ..., with_metadata: Literal[True],
-    client: AsyncClient | None = ..., **params: Any,
+    client: AsyncClient | None = ..., cache: StreamingCache | None = ..., **params: Any,
 ) -> Callable[[Callable[P, Awaitable[Prompt] | Prompt]], Callable[P, AsyncIterator[ChunkEvent]]]:
     ...
 
@@ -157,7 +165,7 @@ def stream_llm(
     model: str = "default", *, fallbacks: Sequence[str] | None = None, max_retries: int = 2,
     timeout: float | None = None, callbacks: StreamCallbacks | None = None,
     progress: ProgressSink | None = None, with_metadata: bool = False,
-    client: AsyncClient | None = None, **params: Any,
+    client: AsyncClient | None = None, cache: StreamingCache | None = None, **params: Any,
 ) -> Callable[[Callable[P, Awaitable[Prompt] | Prompt]], Callable[P, AsyncIterator[Any]]]:
     """Decorate an async (or sync) function returning a ``Prompt``; calling the result returns
     an ``AsyncIterator[str]`` of content deltas, or of ``ChunkEvent`` dicts with
@@ -169,7 +177,9 @@ def stream_llm(
     ``progress``: passed to every stream; ``params``: other OpenAI fields (``max_tokens``,
     ``temperature``, ``stall_timeout`` (s), ``flush_chars``, ...). ``client=None`` uses a shared
     ``AsyncClient`` per event loop, configured from ``SLUICEGATE_BASE_URL`` /
-    ``SLUICEGATE_API_KEY``.
+    ``SLUICEGATE_API_KEY``. ``cache``: a ``StreamingCache``; a hit yields the recorded items
+    without a request (exact, or semantic on the last user message), a stream read to its end
+    is recorded.
     """
     fallback_list = list(fallbacks) if fallbacks else None
 
@@ -180,6 +190,12 @@ def stream_llm(
             if inspect.isawaitable(prompt):
                 prompt = await prompt
             messages = _messages(prompt)
+            key = _cache_request(model, messages, fallback_list, with_metadata, params)
+            if cache is not None and (hit := await cache.alookup(key)) is not None:
+                for item in hit.items:
+                    yield item
+                return
+            recorded: list[Any] = []
             aclient = client if client is not None else _default_async_client(max_retries)
             stream = aclient.chat.stream(model=model, messages=messages, timeout=timeout,
                                          callbacks=callbacks, progress=progress,
@@ -188,12 +204,17 @@ def stream_llm(
                 if not with_metadata:
                     async for text in s.text_stream:
                         if text:
+                            recorded.append(text)
                             yield text
-                    return
-                index = 0
-                async for chunk in s:
-                    yield _event(chunk, index, s.stats.provider, s.stats.model)
-                    index += 1
+                else:
+                    index = 0
+                    async for chunk in s:
+                        event = _event(chunk, index, s.stats.provider, s.stats.model)
+                        recorded.append(event)
+                        yield event
+                        index += 1
+            if cache is not None:
+                await cache.astore(key, recorded)
 
         return run
 
@@ -205,7 +226,7 @@ def stream_llm_sync(
     model: str = ..., *, fallbacks: Sequence[str] | None = ..., max_retries: int = ...,
     timeout: float | None = ..., callbacks: StreamCallbacks | None = ...,
     progress: ProgressSink | None = ..., with_metadata: Literal[False] = ...,
-    client: Client | None = ..., **params: Any,
+    client: Client | None = ..., cache: StreamingCache | None = ..., **params: Any,
 ) -> Callable[[Callable[P, Prompt]], Callable[P, Iterator[str]]]: ...
 
 
@@ -214,7 +235,7 @@ def stream_llm_sync(
     model: str = ..., *, fallbacks: Sequence[str] | None = ..., max_retries: int = ...,
     timeout: float | None = ..., callbacks: StreamCallbacks | None = ...,
     progress: ProgressSink | None = ..., with_metadata: Literal[True],
-    client: Client | None = ..., **params: Any,
+    client: Client | None = ..., cache: StreamingCache | None = ..., **params: Any,
 ) -> Callable[[Callable[P, Prompt]], Callable[P, Iterator[ChunkEvent]]]: ...
 
 
@@ -222,17 +243,23 @@ def stream_llm_sync(
     model: str = "default", *, fallbacks: Sequence[str] | None = None, max_retries: int = 2,
     timeout: float | None = None, callbacks: StreamCallbacks | None = None,
     progress: ProgressSink | None = None, with_metadata: bool = False,
-    client: Client | None = None, **params: Any,
+    client: Client | None = None, cache: StreamingCache | None = None, **params: Any,
 ) -> Callable[[Callable[P, Prompt]], Callable[P, Iterator[Any]]]:
     """``stream_llm`` for a sync function: calling the result returns an ``Iterator[str]`` of
     content deltas, or of ``ChunkEvent`` dicts with ``with_metadata=True``. Same arguments;
-    ``client=None`` uses a shared ``Client`` (one per ``max_retries`` value)."""
+    ``client=None`` uses a shared ``Client`` (one per ``max_retries`` value); ``cache``: a
+    ``StreamingCache`` (see ``stream_llm``)."""
     fallback_list = list(fallbacks) if fallbacks else None
 
     def decorate(fn: Callable[P, Prompt]) -> Callable[P, Iterator[Any]]:
         @functools.wraps(fn)
         def run(*args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
             messages = _messages(fn(*args, **kwargs))
+            key = _cache_request(model, messages, fallback_list, with_metadata, params)
+            if cache is not None and (hit := cache.lookup(key)) is not None:
+                yield from hit.items
+                return
+            recorded: list[Any] = []
             sclient = client if client is not None else _default_client(max_retries)
             stream = sclient.chat.stream(model=model, messages=messages, timeout=timeout,
                                          callbacks=callbacks, progress=progress,
@@ -241,10 +268,15 @@ def stream_llm_sync(
                 if not with_metadata:
                     for text in s.text_stream:
                         if text:
+                            recorded.append(text)
                             yield text
-                    return
-                for index, chunk in enumerate(s):
-                    yield _event(chunk, index, s.stats.provider, s.stats.model)
+                else:
+                    for index, chunk in enumerate(s):
+                        event = _event(chunk, index, s.stats.provider, s.stats.model)
+                        recorded.append(event)
+                        yield event
+            if cache is not None:
+                cache.store(key, recorded)
 
         return run
 

@@ -84,7 +84,10 @@ def prices_for(target: Target | None) -> Prices:
 
 
 def cost_usd(prices: Prices, usage: dict[str, Any]) -> float:
-    """The cost of an OpenAI usage object."""
+    """The cost of an OpenAI usage object; 0 for an answer from the stream cache
+    (``"cached": true``: nothing was asked of the upstream)."""
+    if usage.get("cached") is True:
+        return 0.0
     details = usage.get("prompt_tokens_details") or {}
     cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     return prices.cost(int(usage.get("prompt_tokens") or 0),

@@ -125,6 +125,7 @@ class OpenAIProvider(HTTPProvider):
         options.pop("resumable", None)  # the gateway's own
         body["stream_options"] = options
         body.pop("timeouts", None)  # the gateway's own per-request limits
+        body.pop("cache", None)  # the gateway's own cache control
         if not self.openrouter:
             for field in _OPENROUTER_ONLY:
                 body.pop(field, None)
