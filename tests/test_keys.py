@@ -360,3 +360,25 @@ def test_resumable_stream_with_a_virtual_key(gateway: ServerThread) -> None:
         time.sleep(0.05)
     assert [r["outcome"] for r in rows] == ["completed"]
     assert rows[0]["completion_tokens"] == 4
+
+
+def test_a_cache_hit_costs_a_key_nothing(upstream: FakeOpenAIUpstream, tmp_path: Path,
+                                         env: None) -> None:
+    upstream.script = Script()
+    config = keys_config(upstream.base_url, tmp_path / "keys.db")
+    config.cache.enabled = True
+    server, _ = start_gateway(config)
+    try:
+        key = create_key(server.url)
+        first = chat(server.url, key["secret"], temperature=0)
+        again = chat(server.url, key["secret"], temperature=0)
+        assert first.headers["X-Sluicegate-Cache"] == "miss"
+        assert again.headers["X-Sluicegate-Cache"] == "hit"
+        assert again.json()["choices"] == first.json()["choices"]
+        time.sleep(0.2)  # settling runs in a task of its own
+        records = usage(server.url, key=key["id"], group_by="key")
+        assert records and records[0]["requests"] == 2
+        # Only the miss was paid: 11 prompt tokens at $1/M + 4 completion tokens at $2/M.
+        assert records[0]["cost_usd"] == pytest.approx((11 * 1 + 4 * 2) / 1e6)
+    finally:
+        server.stop()
