@@ -19,9 +19,13 @@ the SDK reconnects and resumes after the last event received. ``stream.stream_id
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._state import RateLimits
+
+if TYPE_CHECKING:
+    from .cache import CacheHit, StreamingCache
 from .builder import BuilderError, ChatRequest, ChatRequestBuilder
-from .cache import CacheHit, StreamingCache
 from .callbacks import StreamCallbacks
 from .client import AsyncClient, Client
 from .decorators import stream_llm, stream_llm_sync
@@ -106,3 +110,12 @@ __all__ = [
     "stream_llm",
     "stream_llm_sync",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The stream cache (and its embedding code) loads on first use, not with the SDK.
+    if name in ("CacheHit", "StreamingCache"):
+        from . import cache
+
+        return getattr(cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,12 +32,12 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict, overload
 
-from .cache import StreamingCache
 from .callbacks import StreamCallbacks
 from .progress import ProgressSink
 from .types import ChatCompletionChunk
 
 if TYPE_CHECKING:
+    from .cache import StreamingCache  # only annotations: the cache loads when it is used
     from .client import AsyncClient, Client
 
 __all__ = ["ChunkEvent", "Prompt", "aclose_default_client", "close_default_clients",
