@@ -12,6 +12,8 @@ when counted by the gateway rather than reported by the upstream); a resumable s
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,13 @@ import orjson
 
 from .metrics import Metrics
 
-__all__ = ["Accounted", "account"]
+__all__ = ["Accounted", "account", "recent"]
 
 usage_log = logging.getLogger("sluicegate.usage")
+
+recent: deque[tuple[float, Accounted]] = deque(maxlen=20_000)
+"""This process's last finished requests with their end time (``time.time()``), newest last:
+the ``/v1/stats`` endpoint's source (``sluicegate.web.stats``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ def account(record: Accounted, metrics: Metrics | None) -> None:
     usage = record.usage
     prompt_tokens = int(usage.get("prompt_tokens") or 0)
     completion_tokens = int(usage.get("completion_tokens") or 0)
+    recent.append((time.time(), record))
     if metrics is not None:
         metrics.in_flight.dec()
         metrics.observe(
