@@ -2,7 +2,8 @@
 
 Computed from the gateway's own records, never from ``/metrics``: the live ``Run`` objects
 (``Gateway.runs``) and the accounted requests (``sluicegate.accounting.recent``). Figures are
-per process (``serve --workers N`` answers from the worker the request reached).
+per process (``serve --workers N`` answers from the worker the request reached) and cover the
+window's requests among the last 20,000 the process finished.
 
 Shape::
 
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..accounting import Accounted, recent
+from ..accounting import Recent, recent
 
 if TYPE_CHECKING:
     from ..server import Gateway
@@ -43,11 +44,11 @@ def _quantile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def _rate(record: Accounted) -> float | None:
-    tokens = int(record.usage.get("completion_tokens") or 0)
-    if record.ttft_s is None or tokens <= 0:
+def _rate(record: Recent) -> float | None:
+    _, ttft_s, duration_s, tokens, _ = record
+    if ttft_s is None or tokens <= 0:
         return None
-    generating = record.duration_s - record.ttft_s
+    generating = duration_s - ttft_s
     return tokens / generating if generating > 0 else None
 
 
@@ -55,14 +56,14 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _figures(records: Iterable[Accounted]) -> dict[str, Any]:
+def _figures(records: Iterable[Recent]) -> dict[str, Any]:
     ttfts: list[float] = []
     rates: list[float] = []
     count = 0
     for record in records:
         count += 1
-        if record.ttft_s is not None:
-            ttfts.append(record.ttft_s)
+        if record[1] is not None:
+            ttfts.append(record[1])
         if (rate := _rate(record)) is not None:
             rates.append(rate)
     return {"requests": count, "ttft_p50_s": _round(_quantile(ttfts, 0.5)),
@@ -88,9 +89,10 @@ def snapshot(gateway: Gateway, *, window_s: int = WINDOW_S,
     start = now - window_s
     first_bucket = math.floor(start / bucket_s) * bucket_s
     n = math.floor(now / bucket_s) - math.floor(start / bucket_s) + 1
-    buckets: list[list[Accounted]] = [[] for _ in range(n)]
-    window: list[Accounted] = []
-    for ended, record in reversed(recent):  # newest first: stop at the window's start
+    buckets: list[list[Recent]] = [[] for _ in range(n)]
+    window: list[Recent] = []
+    for record in reversed(recent):  # newest first: stop at the window's start
+        ended = record[0]
         if ended < start:
             break
         window.append(record)
@@ -98,7 +100,7 @@ def snapshot(gateway: Gateway, *, window_s: int = WINDOW_S,
         buckets[index].append(record)
     outcomes: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
     for record in window:
-        outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
+        outcomes[record[4]] = outcomes.get(record[4], 0) + 1
     overall = _figures(window)
     return {
         "now": round(now, 3), "window_s": window_s, "bucket_s": bucket_s,
@@ -107,8 +109,7 @@ def snapshot(gateway: Gateway, *, window_s: int = WINDOW_S,
             "requests": overall["requests"], **outcomes,
             "ttft_p50_s": overall["ttft_p50_s"], "ttft_p99_s": overall["ttft_p99_s"],
             "tokens_per_s_p50": overall["tokens_per_s"],
-            "completion_tokens": sum(int(r.usage.get("completion_tokens") or 0)
-                                     for r in window),
+            "completion_tokens": sum(r[3] for r in window),
         },
         "series": [{"t": first_bucket + i * bucket_s, **_figures(bucket)}
                    for i, bucket in enumerate(buckets)],
