@@ -311,3 +311,35 @@ def resumed_through_drop(context: Any, fake: FakeOpenAIUpstream, proxy: CuttingP
     assert len(fake.received) == 1  # one upstream request: the gateway kept producing
     resumes = [line for _, line in proxy.connections if line.startswith(b"GET /v1/chat/")]
     assert resumes and all(line.endswith(b"/stream HTTP/1.1") for line in resumes), resumes
+
+
+def test_readme_browser_example_runs(context: Any, web_gateway: ServerThread,
+                                     fake: FakeOpenAIUpstream) -> None:
+    """The README's ```js example, on a page of another origin, against the test gateway."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```js\n(.*?)```", readme, re.S)
+    example = (example.replace("http://127.0.0.1:8400", web_gateway.url)
+               .replace("sk-my-gateway-key", MASTER_KEY).replace('"default"', '"alpha"'))
+    fake.script = Script(texts=TEXTS, gap_s=0.02)
+    html = f'<!doctype html><meta charset="utf-8"><pre id="out"></pre>' \
+           f'<script type="module">{example}</script>'
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=html, content_type="text/html")
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_get("/", page)
+        return application
+
+    other = ServerThread.serve(app)
+    try:
+        tab = context.new_page()
+        with tab.expect_console_message(lambda m: "tokens/s" in m.text) as message:
+            tab.goto(other.url + "/")
+        assert tab.locator("#out").text_content() == "".join(TEXTS)
+        assert "via alpha" in message.value.text
+    finally:
+        other.stop()
