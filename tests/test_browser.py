@@ -176,7 +176,7 @@ document.getElementById("stats").textContent = JSON.stringify(stream.stats);
 
 def test_playground_chat_streams_with_stats(context: Any, web_gateway: ServerThread,
                                             fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(texts=TEXTS, gap_s=0.08)
+    fake.script = Script(texts=TEXTS, gap_s=0.15)
     page = open_playground(context, web_gateway)
     page.fill("#system", "You answer in one sentence.")
     send(page, "Say something about a fox.")
