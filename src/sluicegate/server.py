@@ -108,7 +108,7 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         if self.metrics is not None:
             app.router.add_get("/metrics", self.metrics_text)
-        setup_web(app, self)  # CORS, /playground, /static/*, /v1/stats
+        setup_web(app, self.config, self.runs)  # CORS, /playground, /static/*, /v1/stats
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app

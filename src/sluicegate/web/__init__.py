@@ -1,6 +1,7 @@
 """The gateway's browser side: CORS, the JavaScript client, the playground, ``/v1/stats``.
 
-``setup_web(app, gateway)`` adds, in one place:
+``setup_web(app, config, runs)`` (``runs``: the gateway's live requests, ``Gateway.runs``) adds,
+in one place:
 
 - CORS (``server.cors``, ``sluicegate.web.cors``);
 - ``GET /static/*``: the files of ``static/`` (the ES module ``/static/sluicegate.js`` and the
@@ -15,17 +16,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
+from ..config import GatewayConfig
+from ..relay import Run
 from .cors import Cors
 from .stats import snapshot
-
-if TYPE_CHECKING:
-    from ..server import Gateway
 
 __all__ = ["STATIC_DIR", "is_public", "setup_web"]
 
@@ -39,9 +39,8 @@ def is_public(path: str) -> bool:
     return path in ("/playground", "/playground/") or path.startswith("/static/")
 
 
-def setup_web(app: web.Application, gateway: Gateway) -> None:
-    Cors(gateway.config.server.cors, api_key_set=gateway.config.server.api_key is not None
-         ).install(app)
+def setup_web(app: web.Application, config: GatewayConfig, runs: Set[Run]) -> None:
+    Cors(config.server.cors, api_key_set=config.server.api_key is not None).install(app)
 
     async def playground(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "playground.html", headers=_NO_CACHE)
@@ -54,7 +53,7 @@ def setup_web(app: web.Application, gateway: Gateway) -> None:
         return web.FileResponse(path, headers=_NO_CACHE)
 
     async def stats(request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(snapshot(gateway)),
+        return web.Response(body=orjson.dumps(snapshot(runs)),
                             content_type="application/json")
 
     app.router.add_get("/playground", playground)

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Set
+from typing import Any
 
 from ..accounting import Recent, recent
-
-if TYPE_CHECKING:
-    from ..server import Gateway
+from ..relay import Run
 
 __all__ = ["snapshot"]
 
@@ -71,12 +69,12 @@ def _figures(records: Iterable[Recent]) -> dict[str, Any]:
             "tokens_per_s": _round(_quantile(rates, 0.5), 2)}
 
 
-def snapshot(gateway: Gateway, *, window_s: int = WINDOW_S,
+def snapshot(runs: Set[Run], *, window_s: int = WINDOW_S,
              bucket_s: int = BUCKET_S) -> dict[str, Any]:
     now = time.time()
     clock = time.perf_counter()
     in_flight: list[dict[str, Any]] = []
-    for run in sorted(gateway.runs, key=lambda run: run.started):
+    for run in sorted(runs, key=lambda run: run.started):
         first = run.shaper.first_content_at
         in_flight.append({
             "id": run.shaper.id, "model": run.shaper.model,
