@@ -12,6 +12,8 @@ when counted by the gateway rather than reported by the upstream); a resumable s
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,18 @@ import orjson
 
 from .metrics import Metrics
 
-__all__ = ["Accounted", "account"]
+__all__ = ["Accounted", "Recent", "account", "recent"]
 
 usage_log = logging.getLogger("sluicegate.usage")
+
+Recent = tuple[float, float | None, float, int, str]
+"""A finished request, compact: end (``time.time()``), TTFT (s, None without content), duration
+(s), completion tokens, outcome. Atomic values only, so the garbage collector stops tracking the
+tuple: thousands kept cost no collection time."""
+
+recent: deque[Recent] = deque(maxlen=20_000)
+"""This process's last finished requests, newest last: ``/v1/stats``'s source
+(``sluicegate.web.stats``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,8 @@ def account(record: Accounted, metrics: Metrics | None) -> None:
     usage = record.usage
     prompt_tokens = int(usage.get("prompt_tokens") or 0)
     completion_tokens = int(usage.get("completion_tokens") or 0)
+    recent.append((time.time(), record.ttft_s, record.duration_s, completion_tokens,
+                   record.outcome))
     if metrics is not None:
         metrics.in_flight.dec()
         metrics.observe(

@@ -11,6 +11,11 @@ YAML shape (every key optional)::
       shutdown_grace_s: 10     # on SIGTERM/SIGINT: time live streams get to finish (s)
       header_timeout_s: 10     # a request head must arrive within this (s) of connecting or
                                # of the previous response; also the idle keep-alive limit
+      cors:                    # browsers on other origins (sluicegate.web.cors)
+        origins: null          # null: pages on localhost / 127.0.0.1 / [::1], any port;
+                               # a list of exact origins ("https://app.example.com"), or "*"
+        credentials: false     # Access-Control-Allow-Credentials (cookies; the key is a header)
+        max_age_s: 600         # how long a browser may cache a preflight's answer
     local:
       preload: true            # load the embedded model at start-up (false: on first use)
       max_queue: 8             # requests waiting for the local engine; beyond: 429
@@ -139,6 +144,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CorsSettings(_Strict):
+    """Cross-origin browser access (``sluicegate.web.cors``). ``origins``: None for loopback
+    pages only (``http(s)://localhost|127.0.0.1|[::1]`` on any port), a list of exact origins, or
+    ``"*"`` (every origin; sensible only with ``api_key`` set)."""
+
+    origins: list[str] | Literal["*"] | None = None
+    credentials: bool = False
+    max_age_s: int = Field(default=600, ge=0)
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=0, le=65535)
@@ -150,6 +165,7 @@ class ServerSettings(_Strict):
     """A connection must send a whole request head within this many seconds of connecting or
     of its previous response, else it is closed (slowloris; idle keep-alive connections); a
     request body gets as long again, else 408."""
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
 
 class LocalSettings(_Strict):

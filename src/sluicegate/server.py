@@ -8,6 +8,8 @@ Routes (OpenAI-compatible):
 - ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus; once per request, never
   per chunk). ``/healthz`` includes ``state``: the state backend's name and whether it answered
   a PING within ``STATE_PING_S``.
+- ``GET /playground``, ``GET /static/*`` (no key needed), ``GET /v1/stats``, and CORS:
+  ``sluicegate.web``.
 - ``GET /v1/chat/completions/{stream_id}/stream`` (resume, ``Last-Event-ID``) and
   ``DELETE /v1/chat/completions/{stream_id}`` (cancel): resumable streams, ``sluicegate.resume``.
 
@@ -58,6 +60,7 @@ from .resume.service import Resumer
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 from .state import StateBackend, StateUnavailable, open_state
+from .web import is_public, setup_web
 
 __all__ = ["Gateway"]
 
@@ -116,6 +119,7 @@ class Gateway:
             from .keys.admin import add_admin_routes
 
             add_admin_routes(app.router, self.keys)
+        setup_web(app, self.config, self.runs)  # CORS, /playground, /static/*, /v1/stats
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -140,6 +144,7 @@ class Gateway:
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if (self._api_key is not None and request.path != "/healthz"
+                    and not is_public(request.path)
                     and (token := self._check_auth(request)) is not None):
                 assert self.keys is not None
                 request[KEY] = await self.keys.authenticate(token)
