@@ -337,8 +337,14 @@ class AnthropicProvider(HTTPProvider):
 
     async def open_chat(self, request: ChatRequest, target: Target, *,
                         connect_s: float | None = 10.0) -> ChunkStream:
-        body = build_messages_request(request, target.upstream_model)
         headers = self.request_headers()
+        native = request.native
+        if native is not None and native.dialect == self.dialect:
+            # A Messages client's own body and anthropic-* headers, as they came.
+            body = {**native.body, "model": target.upstream_model, "stream": True}
+            headers.update(native.headers)
+        else:
+            body = build_messages_request(request, target.upstream_model)
         headers["Accept"] = "text/event-stream"
         response = await self.open_stream(self.base_url + "/messages", body, headers,
                                           connect_s=connect_s)
