@@ -47,6 +47,8 @@ from .errors import (
     RouteNotFoundError,
     ShuttingDownError,
 )
+from .ingress import error_response_for
+from .ingress import register as register_ingress
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .redact import register_value
 from .relay import Run
@@ -65,8 +67,11 @@ STATE_PING_S = 1.0
 """``/healthz`` waits this long (s) for the state backend's PING before reporting it not ok."""
 
 
-def error_response(error: GatewayError) -> web.Response:
-    """A JSON response with the error's status, body and headers."""
+def error_response(error: GatewayError, path: str = "") -> web.Response:
+    """A JSON response with the error's status, body (in the dialect of ``path``: see
+    ``sluicegate.ingress``) and headers."""
+    if (dialect := error_response_for(path, error)) is not None:
+        return dialect
     return web.Response(
         status=error.status,
         body=orjson.dumps(error.to_body()),
@@ -103,6 +108,7 @@ class Gateway:
         app.router.add_delete("/v1/chat/completions/{stream_id}", self.cancel_stream)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
+        register_ingress(app, self)  # /v1/messages, /v1/responses
         if self.metrics is not None:
             app.router.add_get("/metrics", self.metrics_text)
         app.on_startup.append(self._on_startup)
@@ -128,15 +134,17 @@ class Gateway:
         except GatewayError as exc:
             if self.metrics is not None:
                 self.metrics.rejected.labels(str(exc.status)).inc()
-            return error_response(exc)
+            return error_response(exc, request.path)
         except web.HTTPRequestEntityTooLarge:
             return error_response(PayloadTooLargeError(
-                f"The request body exceeds {self.config.server.max_body_bytes} bytes."))
+                f"The request body exceeds {self.config.server.max_body_bytes} bytes."),
+                request.path)
         except web.HTTPNotFound:
-            return error_response(RouteNotFoundError(f"No route for {request.path}."))
+            return error_response(RouteNotFoundError(f"No route for {request.path}."),
+                                  request.path)
         except web.HTTPMethodNotAllowed as exc:
             response = error_response(MethodNotAllowedError(
-                f"{request.method} is not allowed on {request.path}."))
+                f"{request.method} is not allowed on {request.path}."), request.path)
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
             return response
 
@@ -144,8 +152,11 @@ class Gateway:
         assert self._api_key is not None
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and "x-api-key" in request.headers:  # the Anthropic SDK's header
+            scheme, token = "bearer", request.headers["x-api-key"]
         if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>' "
+                                      "(or 'x-api-key: <key>').")
         # Header bytes that are not UTF-8 arrive as surrogates: a wrong key, not a crash.
         if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"),
                                    self._api_key):
