@@ -2,6 +2,7 @@
 
 - ``POST /v1/messages``, ``POST /v1/messages/count_tokens``: Anthropic Messages
   (``anthropic_messages``);
+- ``POST /v1/responses``: OpenAI Responses, stateless (``responses``).
 
 Each translates its request into the gateway's chat request, serves it with ``Run`` (failover,
 keep-alives, limits, usage accounting, disconnect cancellation) and rewrites the chat stream
@@ -17,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import GatewayError
-from . import anthropic_messages
+from . import anthropic_messages, responses
 
 __all__ = ["error_response_for", "register"]
 
@@ -31,8 +32,12 @@ def register(app: web.Application, gateway: Any) -> None:
     async def count_tokens(request: web.Request) -> web.StreamResponse:
         return await anthropic_messages.count_tokens(gateway, request)
 
+    async def create_response(request: web.Request) -> web.StreamResponse:
+        return await responses.create(gateway, request)
+
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_post("/v1/responses", create_response)
 
 
 def error_response_for(path: str, error: GatewayError) -> web.Response | None:
