@@ -278,7 +278,11 @@ def test_anthropic_upstream_gets_the_request_natively(
     fake.reset()
     fake.script.events = [*text_message(["Hi", " there"])[:1], *thinking_block(0, ["Hm"]),
                           *text_message(["Hi", " there"])[1:]]
-    body: Any = {"model": "anthropic/claude-test", "max_tokens": 64, "messages": USER,
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                               "data": "notes"}}
+    body: Any = {"model": "anthropic/claude-test", "max_tokens": 64,
+                 "messages": [{"role": "user", "content": [document]}, *USER],
+                 "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
                  "system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}],
                  "metadata": {"user_id": "u1"},
                  "thinking": {"type": "enabled", "budget_tokens": 1024}}

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import GatewayError, InvalidRequestError
+from ..errors import GatewayError
 from ..local.prompt import render_chat_prompt
 from ..providers.anthropic import AnthropicProvider
 from ..providers.base import first_dialect
@@ -228,11 +228,11 @@ def _forwarded(request: web.Request) -> dict[str, str]:
 async def messages(gateway: Any, request: web.Request) -> web.StreamResponse:
     body = await gateway._json(request)
     stream = body.get("stream") is True if isinstance(body, dict) else False
-    chat = to_chat_body(body, stream=stream)
-    try:
-        req = parse_chat_request(chat)
-    except InvalidRequestError as exc:  # the translation is valid by construction; be safe
-        raise InvalidRequestError(exc.message) from None
+    # A model served by an Anthropic upstream gets the body as it came: what has no chat
+    # equivalent is no reason to refuse it (the translation only plans and estimates).
+    direct = isinstance(gateway.router.resolve(check_common(body)["model"]).provider,
+                        AnthropicProvider)
+    req = parse_chat_request(to_chat_body(body, stream=stream, lenient=direct))
     policy, chain = gateway.router.plan(req)
     if first_dialect(chain) == "anthropic":
         native = {k: v for k, v in body.items() if k != "stream"}

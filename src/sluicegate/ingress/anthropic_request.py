@@ -18,7 +18,8 @@ body as it came, ``sluicegate.ingress.anthropic_messages``):
 
 Refused with 400 ``invalid_request_error`` naming the field: a missing or wrong-typed required
 field, server tools (``tools.<i>.type`` other than custom), ``document`` and other block types,
-``container``, ``mcp_servers``.
+``container``, ``mcp_servers``; none of these are refused for a model served by an Anthropic
+upstream (``lenient``): it gets them as they came.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _tool_result(block: dict[str, Any], param: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
-def _user(content: list[Any], param: str) -> list[dict[str, Any]]:
+def _user(content: list[Any], param: str, lenient: bool) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):
@@ -101,7 +102,7 @@ def _user(content: list[Any], param: str) -> list[dict[str, Any]]:
             parts.append(_image_part(block, where))
         elif kind == "tool_result":
             tools.append(_tool_result(block, where))
-        else:
+        elif not lenient:
             raise _bad(f"{where}.type", f"block type {kind!r} is not supported by this model")
     out = tools
     if parts:
@@ -109,7 +110,7 @@ def _user(content: list[Any], param: str) -> list[dict[str, Any]]:
     return out
 
 
-def _assistant(content: list[Any], param: str) -> dict[str, Any]:
+def _assistant(content: list[Any], param: str, lenient: bool) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content):
@@ -123,7 +124,7 @@ def _assistant(content: list[Any], param: str) -> dict[str, Any]:
             calls.append({"id": block["id"], "type": "function", "function": {
                 "name": block["name"],
                 "arguments": orjson.dumps(block.get("input") or {}).decode()}})
-        elif kind in ("thinking", "redacted_thinking"):
+        elif kind in ("thinking", "redacted_thinking") or lenient:
             continue
         else:
             raise _bad(f"{where}.type", f"block type {kind!r} is not supported by this model")
@@ -133,7 +134,7 @@ def _assistant(content: list[Any], param: str) -> dict[str, Any]:
     return message
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _messages(body: dict[str, Any], lenient: bool = False) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages", "must be a non-empty list")
@@ -155,19 +156,21 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"role": role, "content": content})
         elif isinstance(content, list):
             if role == "user":
-                out.extend(_user(content, f"{param}.content"))
+                out.extend(_user(content, f"{param}.content", lenient))
             else:
-                out.append(_assistant(content, f"{param}.content"))
+                out.append(_assistant(content, f"{param}.content", lenient))
         else:
             raise _bad(f"{param}.content", "must be a string or a list of blocks")
     return out
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, lenient: bool = False) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise _bad("tools", "must be a list")
     out: list[dict[str, Any]] = []
     for k, tool in enumerate(tools):
+        if lenient and (not isinstance(tool, dict) or tool.get("type", "custom") != "custom"):
+            continue
         if not isinstance(tool, dict) or tool.get("type", "custom") != "custom":
             kind = tool.get("type") if isinstance(tool, dict) else None
             raise _bad(f"tools.{k}.type",
@@ -207,29 +210,32 @@ def _effort(thinking: Any) -> str | None:
     return "low" if budget <= 1024 else "medium" if budget <= 4096 else "high"
 
 
-def check_common(body: Any) -> dict[str, Any]:
+def check_common(body: Any, lenient: bool = False) -> dict[str, Any]:
     """The body as an object with a valid ``model`` (raises the 400 otherwise)."""
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "a model name is required")
-    for field in _REFUSED:
+    for field in () if lenient else _REFUSED:
         if body.get(field) is not None:
             raise _bad(field, "is not supported by this gateway")
     return body
 
 
-def to_chat_body(body: Any, *, stream: bool) -> dict[str, Any]:
+def to_chat_body(body: Any, *, stream: bool, lenient: bool = False) -> dict[str, Any]:
     """The chat body for a Messages body; raises ``InvalidRequestError`` (400) naming the
-    Anthropic field."""
-    body = check_common(body)
+    Anthropic field. ``lenient`` (the request goes to an Anthropic upstream as it came):
+    what has no chat equivalent (server tools, other block types) is left out instead."""
+    body = check_common(body, lenient)
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _bad("max_tokens", "a positive integer is required")
-    chat: dict[str, Any] = {"model": body["model"], "messages": _messages(body),
+    chat: dict[str, Any] = {"model": body["model"], "messages": _messages(body, lenient),
                             "max_tokens": max_tokens, "stream": stream,
                             "stream_options": {"include_usage": True}}
+    if not chat["messages"]:  # lenient: every block was left out; the native body has them
+        chat["messages"] = [{"role": "user", "content": ""}]
     for field, high in (("temperature", 1.0), ("top_p", 1.0)):
         value = _number(body, field, 0.0, high)
         if value is not None:
@@ -242,9 +248,9 @@ def to_chat_body(body: Any, *, stream: bool) -> dict[str, Any]:
             raise _bad("stop_sequences", "at most 4 stop sequences for this model")
         if stops:
             chat["stop"] = stops
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
-    if body.get("tool_choice") is not None:
+    if body.get("tools") and (tools := _tools(body["tools"], lenient)):
+        chat["tools"] = tools
+    if body.get("tool_choice") is not None and (chat.get("tools") or not lenient):
         _tool_choice(body["tool_choice"], chat)
     if body.get("thinking") is not None and (effort := _effort(body["thinking"])):
         chat["reasoning_effort"] = effort
