@@ -112,5 +112,9 @@ async def run_request(gateway: Any, request: web.Request, req: ChatRequest, poli
         sink.max_buffered_bytes = policy.max_buffered_bytes
     with gateway._tracked(run):
         response = await run.serve(stream=sink is not None)
+    if sink is not None and run.outcome == "cancelled" and request.transport is not None:
+        # A client cut off for not reading (``Run`` only aborts its own responses): nothing
+        # more, the end of the stream included, can reach it.
+        request.transport.abort()
     return run, response
 
