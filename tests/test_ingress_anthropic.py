@@ -16,7 +16,16 @@ from sluicegate.config import GatewayConfig, ProviderSettings
 
 from .conftest import MASTER_KEY
 from .fakes import FakeOpenAIUpstream, Script, ServerThread, start_gateway
-from .fakes_anthropic import FakeAnthropicUpstream, text_message, thinking_block
+from .fakes_anthropic import (
+    FakeAnthropicUpstream,
+    block_start,
+    block_stop,
+    message_end,
+    message_start,
+    text_block,
+    text_message,
+    thinking_block,
+)
 
 MODEL = "mock/some-model"
 USER: Any = [{"role": "user", "content": "hello there"}]
@@ -292,6 +301,8 @@ def test_anthropic_upstream_gets_the_request_natively(
                                 extra_body={"top_k": 5}) as stream:
         final = stream.get_final_message()
     assert "".join(b.text for b in final.content if b.type == "text") == "Hi there"
+    assert final.content[0].type == "thinking"
+    assert final.content[0].signature == "EqQBCgIYAhIM1gbc"
     assert final.usage.input_tokens == 25
     got = fake.received[-1]
     assert got.body == {**body, "top_k": 5, "model": "claude-test", "stream": True}
@@ -318,3 +329,20 @@ def test_embedded_model_stream_and_count(
     assert final.stop_reason in ("max_tokens", "end_turn")
     assert 1 <= final.usage.output_tokens <= 8 and final.usage.input_tokens > 0
     assert client.messages.count_tokens(model="default", messages=USER).input_tokens > 0
+
+
+def test_anthropic_upstream_redacted_thinking_and_stop_sequence(
+        ant: tuple[ServerThread, FakeAnthropicUpstream]) -> None:
+    server, fake = ant
+    fake.reset()
+    end = message_end("stop_sequence", output_tokens=3)
+    end[0][1]["delta"]["stop_sequence"] = "END"
+    fake.script.events = [message_start(), block_start(0, {"type": "redacted_thinking",
+                                                           "data": "opaque"}),
+                          block_stop(0), *text_block(1, ["Done"]), *end]
+    with _client(server).messages.stream(model="anthropic/claude-test", max_tokens=64,
+                                         messages=USER) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["redacted_thinking", "text"]
+    assert final.content[0].type == "redacted_thinking" and final.content[0].data == "opaque"
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "END")

@@ -19,9 +19,11 @@ and ``MessagesSink`` turns the OpenAI chunks it writes into Messages events:
   message}}``), the stream's end.
 
 Errors before the stream are Anthropic-shaped bodies with the gateway's status
-(``error_body``). Not relayed from an Anthropic upstream: ``signature_delta``,
-``citations_delta``, ``redacted_thinking`` and server-tool blocks (the stream is rebuilt from
-the gateway's chunks).
+(``error_body``). From an Anthropic upstream the stream is rebuilt from the gateway's chunks,
+which then also carry what only a Messages client uses (``AnthropicStream`` native):
+``signature_delta``, ``redacted_thinking`` blocks, the exact ``stop_reason`` and
+``stop_sequence``. Not relayed: ``citations_delta`` and server-tool blocks; a non-stream answer
+keeps text, tool use and thinking text only.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class MessagesSink(DialectSink):
         self.block_kind: str | None = None
         self.tool_blocks: dict[int, int] = {}  # OpenAI tool call index → block index
         self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.usage: dict[str, Any] | None = None
 
     def _begin(self, out: list[bytes]) -> None:
@@ -146,6 +149,8 @@ class MessagesSink(DialectSink):
                     self._open_block("thinking", {"type": "thinking", "thinking": "",
                                                   "signature": ""}, out)
                 self._delta({"type": "thinking_delta", "thinking": thinking}, out)
+            if delta:  # what only an Anthropic upstream sends (AnthropicStream native)
+                self._native(delta, out)
             if text := delta.get("content"):
                 if self.block_kind != "text":
                     self._open_block("text", {"type": "text", "text": ""}, out)
@@ -154,8 +159,20 @@ class MessagesSink(DialectSink):
                 self._tool_call(call, out)
             reason = choice.get("finish_reason")
             if reason is not None and reason != "error":
-                self.stop_reason = STOP_REASONS.get(reason, "end_turn")
+                self.stop_reason = delta.get("stop_reason") or STOP_REASONS.get(reason,
+                                                                                "end_turn")
+                self.stop_sequence = delta.get("stop_sequence")
         return b"".join(out)
+
+    def _native(self, delta: dict[str, Any], out: list[bytes]) -> None:
+        signature = delta.get("reasoning_signature")
+        if signature is not None and self.block_kind == "thinking":
+            self._delta({"type": "signature_delta", "signature": signature}, out)
+        redacted = delta.get("redacted_thinking")
+        if redacted is not None:
+            self._open_block("redacted_thinking", {"type": "redacted_thinking",
+                                                   "data": redacted}, out)
+            self._close_block(out)
 
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -190,7 +207,8 @@ class MessagesSink(DialectSink):
         usage = _usage(self.usage, self.estimated_prompt_tokens())
         out.append(named_event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": self.stop_reason or "end_turn",
+                      "stop_sequence": self.stop_sequence},
             "usage": {"output_tokens": usage["output_tokens"],
                       "input_tokens": usage["input_tokens"]}}))
         out.append(named_event("message_stop", {"type": "message_stop"}))
