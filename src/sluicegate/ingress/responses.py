@@ -93,6 +93,7 @@ class ResponsesSink(DialectSink):
         self.ended = False
         self.output: list[dict[str, Any]] = []  # items, completed or open
         self.open: dict[str, Any] | None = None  # the item receiving deltas
+        self.pieces: list[str] = []  # its text or arguments so far (joined by _sync)
         self.tool_items: dict[int, int] = {}  # chat tool call index → output index
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -108,11 +109,22 @@ class ResponsesSink(DialectSink):
             self._event("response.created", out, response=response)
             self._event("response.in_progress", out, response=response)
 
+    def _sync(self) -> None:
+        """Put the open item's pieces into it (joined once, not per delta)."""
+        item = self.open
+        if item is not None:
+            if item["type"] == "message":
+                item["content"][0]["text"] = "".join(self.pieces)
+            else:
+                item["arguments"] = "".join(self.pieces)
+
     def _close(self, out: list[bytes]) -> None:
         item = self.open
         if item is None:
             return
+        self._sync()
         self.open = None
+        self.pieces = []
         index = len(self.output) - 1
         item["status"] = "completed"
         if item["type"] == "message":
@@ -130,6 +142,7 @@ class ResponsesSink(DialectSink):
         self._close(out)
         self.output.append(item)
         self.open = item
+        self.pieces = []
         index = len(self.output) - 1
         added = {**item, "status": "in_progress"}
         if item["type"] == "message":
@@ -172,7 +185,7 @@ class ResponsesSink(DialectSink):
                         output_index=index, content_index=0,
                         part={"type": "output_text", "text": "", "annotations": [],
                               "logprobs": []})
-        item["content"][0]["text"] += text
+        self.pieces.append(text)
         self._event("response.output_text.delta", out, item_id=item["id"],
                     output_index=len(self.output) - 1, content_index=0, delta=text,
                     logprobs=[])
@@ -190,7 +203,7 @@ class ResponsesSink(DialectSink):
         if item is not self.open:
             return  # a call's fragments are contiguous (docs/wire.md §2)
         if arguments := fn.get("arguments"):
-            item["arguments"] += arguments
+            self.pieces.append(arguments)
             self._event("response.function_call_arguments.delta", out, item_id=item["id"],
                         output_index=position, delta=arguments)
 
@@ -198,6 +211,7 @@ class ResponsesSink(DialectSink):
         self.ended = True
         code = str(error.get("code") or "server_error")
         message = str(error.get("message") or "The stream failed.")
+        self._sync()
         self._event("error", out, code=code, message=message, param=None)
         self._event("response.failed", out, response=self.shell.response(
             "failed", self.output, None, error={"code": code, "message": message}))
