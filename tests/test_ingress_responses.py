@@ -198,3 +198,59 @@ def test_embedded_model(local_gateway: tuple[ServerThread, Any]) -> None:
     assert last.response.output_text == text
     whole = client.responses.create(model="default", input="Say hi.", max_output_tokens=8)
     assert whole.output_text and whole.usage is not None
+
+
+# -- previous_response_id ----------------------------------------------------------------------
+
+
+def _keyed_client(server: ServerThread, key: str) -> openai.OpenAI:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    _CLIENTS.append(client)
+    return client
+
+
+def test_previous_response_id_continues_a_stored_response(gw: ServerThread,
+                                                          fake: FakeOpenAIUpstream) -> None:
+    client = _keyed_client(gw, "key-a")
+    first = client.responses.create(model=MODEL, input="hi", instructions="Old rules.")
+    assert first.store is True
+    second = client.responses.create(model=MODEL, input="more", instructions="New rules.",
+                                     previous_response_id=first.id)
+    assert second.previous_response_id == first.id
+    assert fake.received[-1].body["messages"] == [
+        {"role": "system", "content": "New rules."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello, world!"},
+        {"role": "user", "content": "more"}]
+    with pytest.raises(openai.BadRequestError) as other:  # another credential's response
+        _keyed_client(gw, "key-b").responses.create(model=MODEL, input="x",
+                                                    previous_response_id=second.id)
+    assert isinstance(other.value.body, dict)
+    assert other.value.body["code"] == "previous_response_not_found"
+
+
+def test_a_streamed_function_call_is_continued_with_its_output(
+        gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
+    client = _keyed_client(gw, "key-a")
+    fake.script = Script(raw_chunks=_tool_chunks())
+    with client.responses.stream(model=MODEL, input="Weather in Paris?",
+                                 tools=[WEATHER]) as stream:
+        first = stream.get_final_response()
+    fake.script = Script()
+    client.responses.create(model=MODEL, previous_response_id=first.id, tools=[WEATHER],
+                            input=[{"type": "function_call_output", "call_id": "call_1",
+                                    "output": "12 C"}])
+    assert fake.received[-1].body["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12 C"}]
+
+
+def test_store_false_keeps_nothing(gw: ServerThread) -> None:
+    client = _keyed_client(gw, "key-a")
+    response = client.responses.create(model=MODEL, input="hi", store=False)
+    assert response.store is False
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=MODEL, input="x", previous_response_id=response.id)

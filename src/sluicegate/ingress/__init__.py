@@ -2,7 +2,8 @@
 
 - ``POST /v1/messages``, ``POST /v1/messages/count_tokens``: Anthropic Messages
   (``anthropic_messages``);
-- ``POST /v1/responses``: OpenAI Responses, stateless (``responses``).
+- ``POST /v1/responses``: OpenAI Responses (``responses``; ``previous_response_id`` through
+  ``response_store``).
 
 Each translates its request into the gateway's chat request, serves it with ``Run`` (failover,
 keep-alives, limits, usage accounting, disconnect cancellation) and rewrites the chat stream

@@ -43,6 +43,7 @@ class DialectSink(web.StreamResponse):
         self.run: Run | None = None
         self._buffer = b""
         self._done = False
+        self._ending_run = False
         self.max_buffered_bytes: int | None = None
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
@@ -53,6 +54,9 @@ class DialectSink(web.StreamResponse):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         out = self.translate(bytes(data))
+        if self._done and not self._ending_run:
+            self._ending_run = True
+            await self.ending()
         if out:
             await super().write(out)
 
@@ -61,9 +65,15 @@ class DialectSink(web.StreamResponse):
         if not self._done:
             self._done = True
             out += self.on_done()
+        if not self._ending_run:
+            self._ending_run = True
+            await self.ending()
         if out:
             await super().write(out)
         await super().write_eof()
+
+    async def ending(self) -> None:
+        """Runs once the stream's end was translated, before its last events are sent."""
 
     def translate(self, data: bytes) -> bytes:
         """The dialect's bytes for ``data`` (whole frames; a partial one waits for the rest)."""

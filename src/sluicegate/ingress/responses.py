@@ -1,5 +1,5 @@
-"""``POST /v1/responses``: the OpenAI Responses API served from any model, stateless
-(docs/wire.md §4).
+"""``POST /v1/responses``: the OpenAI Responses API served from any model (docs/wire.md §4);
+``previous_response_id`` continues a stored response (``response_store``).
 
 The body is translated to a chat request (``responses_request``) and served by ``Run``;
 ``ResponsesSink`` turns the chat chunks into the events the openai SDK's ``responses.stream()``
@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from ..errors import InvalidRequestError
 from ..schemas import parse_chat_request
+from . import response_store
 from .common import DialectSink, named_event, run_request
 from .responses_request import to_chat_body
 
@@ -77,17 +80,24 @@ class _Shell:
             "temperature": body.get("temperature"), "top_p": body.get("top_p"),
             "tools": body.get("tools") or [], "tool_choice": body.get("tool_choice", "auto"),
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "previous_response_id": None, "text": body.get("text") or {"format":
-                                                                       {"type": "text"}},
-            "metadata": body.get("metadata") or {}, "store": False, "usage": usage, **extra}
+            "previous_response_id": body.get("previous_response_id"),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "metadata": body.get("metadata") or {}, "store": body.get("store") is not False,
+            "usage": usage, **extra}
 
 
 class ResponsesSink(DialectSink):
     """The Responses event stream of one request (see the module docstring)."""
 
-    def __init__(self, body: dict[str, Any], model: str) -> None:
+    def __init__(self, body: dict[str, Any], model: str,
+                 store: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None,
+                 ) -> None:
+        """``store(response_id, output)``: called when the response completed (or ended
+        incomplete), before ``response.completed`` is sent."""
         super().__init__()
         self.shell = _Shell(body, model)
+        self.store = store
+        self.succeeded = False
         self.seq = 0
         self.started = False
         self.ended = False
@@ -223,6 +233,7 @@ class ResponsesSink(DialectSink):
         out: list[bytes] = []
         self._begin(out)
         self._close(out)
+        self.succeeded = True
         usage = _usage(self.usage, self.estimated_prompt_tokens())
         if self.finish == "length":
             self._event("response.incomplete", out, response=self.shell.response(
@@ -232,6 +243,11 @@ class ResponsesSink(DialectSink):
             self._event("response.completed", out,
                         response=self.shell.response("completed", self.output, usage))
         return b"".join(out)
+
+
+    async def ending(self) -> None:
+        if self.succeeded and self.store is not None:
+            await self.store(self.shell.id, self.output)
 
 
 def to_response(completion: dict[str, Any], shell: _Shell) -> dict[str, Any]:
@@ -258,16 +274,34 @@ def to_response(completion: dict[str, Any], shell: _Shell) -> dict[str, Any]:
 
 async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
     body = await gateway._json(request)
-    stream = body.get("stream") is True if isinstance(body, dict) else False
-    req = parse_chat_request(to_chat_body(body, stream=stream))
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    stream = body.get("stream") is True
+    history: list[dict[str, Any]] = []
+    if body.get("previous_response_id") is not None:
+        history = await response_store.load(gateway, request, body["previous_response_id"])
+    chat = to_chat_body(body, stream=stream, history=history)
+    req = parse_chat_request(chat)
+    # What a later response continues from: this conversation without its instructions.
+    conversation = chat["messages"][1:] if body.get("instructions") is not None \
+        else list(chat["messages"])
     policy, chain = gateway.router.plan(req)
+
+    async def store(response_id: str, output: list[dict[str, Any]]) -> None:
+        await response_store.save(gateway, request, response_id,
+                                  [*conversation, response_store.output_message(output)])
+
+    keep = body.get("store") is not False
     if stream:
-        sink = ResponsesSink(body, req.model)
+        sink = ResponsesSink(body, req.model, store if keep else None)
         _, response = await run_request(gateway, request, req, policy, chain, sink)
         return response
     _, response = await run_request(gateway, request, req, policy, chain, None)
     assert isinstance(response, web.Response) and response.body is not None
     completion = orjson.loads(bytes(response.body))  # type: ignore[arg-type]
     route = {k: v for k, v in response.headers.items() if k.startswith("X-Sluicegate-")}
-    return web.Response(body=orjson.dumps(to_response(completion, _Shell(body, req.model))),
-                        content_type="application/json", headers=route)
+    result = to_response(completion, _Shell(body, req.model))
+    if keep:
+        await store(result["id"], result["output"])
+    return web.Response(body=orjson.dumps(result), content_type="application/json",
+                        headers=route)

@@ -16,9 +16,9 @@ body the gateway routes:
   ``reasoning_effort``, ``user`` / ``safety_identifier``, ``text.format`` (json_schema,
   json_object) → ``response_format``; ``store``, ``metadata``, ``truncation`` are ignored.
 
-Refused with 400 naming the field: ``previous_response_id``, ``conversation`` and
-``background`` (the gateway keeps no responses yet), built-in tools (``tools.<i>.type``),
-``input_file`` parts and other item types.
+Refused with 400 naming the field: ``conversation`` and ``background`` (not kept by the
+gateway; ``previous_response_id`` is, see ``response_store``), built-in tools
+(``tools.<i>.type``), ``input_file`` parts and other item types.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..errors import InvalidRequestError
 
 __all__ = ["to_chat_body"]
 
-_STATEFUL = ("previous_response_id", "conversation")
+_STATEFUL = ("conversation",)
 _MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 
 
@@ -150,20 +150,22 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     raise _bad("text.format.type", "must be text, json_object or json_schema")
 
 
-def to_chat_body(body: Any, *, stream: bool) -> dict[str, Any]:
-    """The chat body for a Responses body; raises ``InvalidRequestError`` (400) naming the
-    field."""
+def to_chat_body(body: Any, *, stream: bool,
+                 history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The chat body for a Responses body, after the chat messages of ``history`` (a stored
+    response's conversation, ``response_store``); raises ``InvalidRequestError`` (400) naming
+    the field."""
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise _bad("model", "a model name is required")
     for field in _STATEFUL:
         if body.get(field) is not None:
-            raise _bad(field, "not supported (stateless): send the whole conversation in "
-                       "'input'")
+            raise _bad(field, "not supported: send the conversation in 'input', or continue "
+                       "a stored response with 'previous_response_id'")
     if body.get("background"):
-        raise _bad("background", "background responses are not supported (stateless)")
-    messages = _input(body)
+        raise _bad("background", "background responses are not supported")
+    messages = [*(history or ()), *_input(body)]
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
