@@ -245,6 +245,14 @@ def test_errors_keep_anthropic_shape_and_status(gw: ServerThread,
     assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
+def test_route_errors_keep_anthropic_shape(gw: ServerThread) -> None:
+    response = httpx.get(gw.url + "/v1/messages")
+    assert response.status_code == 405
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    response = httpx.post(gw.url + "/v1/messages", content=b"{not json")
+    assert response.status_code == 400 and response.json()["type"] == "error"
+
+
 def test_auth_by_x_api_key_or_bearer(keyed_gateway: ServerThread, fake: FakeOpenAIUpstream) -> None:
     ok = _client(keyed_gateway, MASTER_KEY).messages.create(model=MODEL, max_tokens=5,
                                                             messages=USER)
@@ -329,6 +337,11 @@ def test_embedded_model_stream_and_count(
     assert final.stop_reason in ("max_tokens", "end_turn")
     assert 1 <= final.usage.output_tokens <= 8 and final.usage.input_tokens > 0
     assert client.messages.count_tokens(model="default", messages=USER).input_tokens > 0
+    with pytest.raises(anthropic.BadRequestError) as refused:  # a base model takes no tools
+        client.messages.create(model="default", max_tokens=8, messages=USER, tools=[WEATHER])
+    error: Any = refused.value.body
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert "tools" in error["error"]["message"]
 
 
 def test_anthropic_upstream_redacted_thinking_and_stop_sequence(
