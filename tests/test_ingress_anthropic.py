@@ -321,6 +321,7 @@ def test_anthropic_upstream_gets_the_request_natively(
                                         messages=USER).input_tokens == 42
     assert fake.received[-1].path == "/v1/messages/count_tokens"
     assert fake.received[-1].body["model"] == "claude-test"
+    assert stream_start_input_tokens(server, fake) == 25  # message_start: the upstream's count
 
 
 # -- the embedded model ---------------------------------------------------------------------------
@@ -359,3 +360,12 @@ def test_anthropic_upstream_redacted_thinking_and_stop_sequence(
     assert [b.type for b in final.content] == ["redacted_thinking", "text"]
     assert final.content[0].type == "redacted_thinking" and final.content[0].data == "opaque"
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "END")
+
+
+def stream_start_input_tokens(server: ServerThread, fake: FakeAnthropicUpstream) -> int:
+    """``message_start``'s input tokens for the fake's text message (its own count)."""
+    fake.script.events = text_message(["x"], input_tokens=25)
+    response = httpx.post(server.url + "/v1/messages", json={
+        "model": "anthropic/claude-test", "max_tokens": 5, "messages": USER, "stream": True})
+    start = _events(response.content)[0][1]
+    return int(start["message"]["usage"]["input_tokens"])

@@ -102,14 +102,19 @@ class MessagesSink(DialectSink):
         self.stop_sequence: str | None = None
         self.usage: dict[str, Any] | None = None
 
-    def _begin(self, out: list[bytes]) -> None:
+    def _begin(self, out: list[bytes], chunk: dict[str, Any] | None = None) -> None:
         if self.started:
             return
         self.started = True
+        usage: dict[str, Any] = {"input_tokens": self.estimated_prompt_tokens(),
+                                 "output_tokens": 0}
+        for choice in (chunk or {}).get("choices") or ():
+            native = (choice.get("delta") or {}).get("message_usage")
+            if isinstance(native, dict):  # an Anthropic upstream's own count
+                usage = native
         out.append(named_event("message_start", {"type": "message_start", "message": {
             "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": self.estimated_prompt_tokens(), "output_tokens": 0}}}))
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}}))
 
     def _close_block(self, out: list[bytes]) -> None:
         if self.block_kind is not None:
@@ -136,7 +141,7 @@ class MessagesSink(DialectSink):
 
     def on_chunk(self, chunk: dict[str, Any]) -> bytes:
         out: list[bytes] = []
-        self._begin(out)
+        self._begin(out, chunk)
         if chunk.get("error"):
             self._error(chunk["error"], out)
             return b"".join(out)

@@ -206,7 +206,8 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
 
     def __init__(self, response: aiohttp.ClientResponse, *, native: bool = False) -> None:
         """``native``: the client speaks Messages too (``ChatRequest.native``); what only it
-        can use rides along in the deltas: ``reasoning_signature`` (a thinking block's
+        can use rides along in the deltas: ``message_usage`` (``message_start``'s usage, on
+        the role chunk), ``reasoning_signature`` (a thinking block's
         ``signature_delta``), ``redacted_thinking`` (the block's ``data``), and on the finish
         chunk ``stop_reason`` and ``stop_sequence`` as Anthropic sent them."""
         super().__init__(response)
@@ -281,7 +282,10 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
         elif name == "message_start":
             message = payload.get("message") or {}
             self._read_usage(message.get("usage"))
-            out.append(chat_chunk(0, {"role": "assistant", "content": ""}))
+            role: dict[str, Any] = {"role": "assistant", "content": ""}
+            if self._native and isinstance(message.get("usage"), dict):
+                role["message_usage"] = message["usage"]
+            out.append(chat_chunk(0, role))
         elif name == "message_delta":
             self._read_usage(payload.get("usage"))
             self._finished = True
