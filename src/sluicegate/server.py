@@ -10,6 +10,9 @@ Routes (OpenAI-compatible):
   a PING within ``STATE_PING_S``.
 - ``GET /v1/chat/completions/{stream_id}/stream`` (resume, ``Last-Event-ID``) and
   ``DELETE /v1/chat/completions/{stream_id}`` (cancel): resumable streams, ``sluicegate.resume``.
+- ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (Anthropic Messages) and
+  ``POST /v1/responses`` (OpenAI Responses): other dialects in, ``sluicegate.ingress``; their
+  errors take the dialect's shape.
 
 SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
