@@ -117,7 +117,13 @@ class FakeAnthropicUpstream(FakeUpstream[AnthropicScript]):
         self.models = models if models is not None else ["claude-test", "claude-other"]
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models)]
+        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models),
+                web.post("/v1/messages/count_tokens", self._count_tokens)]
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        if (denied := await self._check_key(request)) is not None:
+            return denied
+        return web.json_response({"input_tokens": 42})
 
     async def _check_key(self, request: web.Request) -> web.Response | None:
         await self.record(request)

@@ -382,3 +382,26 @@ def test_a_cache_hit_costs_a_key_nothing(upstream: FakeOpenAIUpstream, tmp_path:
         assert records[0]["cost_usd"] == pytest.approx((11 * 1 + 4 * 2) / 1e6)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_virtual_key_limits_hold_on_the_other_dialects(gateway: ServerThread, path: str) -> None:
+    key = create_key(gateway.url, rpm=1, models=["mock/*"])
+    if path == "/v1/messages":
+        body: dict[str, object] = {"model": "mock/gpt-4o-mini", "max_tokens": 10,
+                                   "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-api-key": key["secret"], "anthropic-version": "2023-06-01"}
+    else:
+        body = {"model": "mock/gpt-4o-mini", "input": "hi", "max_output_tokens": 10}
+        headers = bearer(key["secret"])
+    first = httpx.post(gateway.url + path, json=body, headers=headers, timeout=10)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    again = httpx.post(gateway.url + path, json=body, headers=headers, timeout=10)
+    assert again.status_code == 429
+    assert "rpm" in again.text or "requests" in again.text
+    other = httpx.post(gateway.url + path, json={**body, "model": "fixed"}, headers=headers,
+                       timeout=10)
+    assert other.status_code in (403, 404, 429)
+    time.sleep(0.2)
+    assert usage(gateway.url, key=key["id"], group_by="key")[0]["requests"] == 1

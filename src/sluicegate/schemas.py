@@ -9,7 +9,7 @@ are kept (``extra="allow"``) so they reach an OpenAI-compatible upstream unchang
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -19,6 +19,7 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "CompletionRequest",
+    "NativeRequest",
     "parse_chat_request",
     "parse_completion_request",
 ]
@@ -99,6 +100,14 @@ class _SamplingRequest(_Lenient):
         return [s for s in items if s]
 
 
+class NativeRequest(NamedTuple):
+    """A request body in an upstream's own dialect, with the client headers to forward."""
+
+    dialect: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
 class ChatRequest(_SamplingRequest):
     """``POST /v1/chat/completions`` body."""
 
@@ -106,6 +115,17 @@ class ChatRequest(_SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    _native: NativeRequest | None = PrivateAttr(default=None)
+
+    @property
+    def native(self) -> NativeRequest | None:
+        """The client's own request in an upstream dialect (set by ``sluicegate.ingress``): an
+        upstream of that dialect gets it as it came instead of a translation."""
+        return self._native
+
+    @native.setter
+    def native(self, value: NativeRequest | None) -> None:
+        self._native = value
 
     @property
     def token_limit(self) -> int | None:

@@ -12,6 +12,9 @@ Routes (OpenAI-compatible):
   ``sluicegate.web``.
 - ``GET /v1/chat/completions/{stream_id}/stream`` (resume, ``Last-Event-ID``) and
   ``DELETE /v1/chat/completions/{stream_id}`` (cancel): resumable streams, ``sluicegate.resume``.
+- ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (Anthropic Messages) and
+  ``POST /v1/responses`` (OpenAI Responses): other dialects in, ``sluicegate.ingress``; their
+  errors take the dialect's shape.
 
 SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
@@ -50,6 +53,8 @@ from .errors import (
     RouteNotFoundError,
     ShuttingDownError,
 )
+from .ingress import error_response_for
+from .ingress import register as register_ingress
 from .keys import ADMISSION, KeyService, open_keys
 from .keys.model import SECRET_PREFIX
 from .keys.service import INVALID_KEY, KEY
@@ -72,8 +77,11 @@ STATE_PING_S = 1.0
 """``/healthz`` waits this long (s) for the state backend's PING before reporting it not ok."""
 
 
-def error_response(error: GatewayError) -> web.Response:
-    """A JSON response with the error's status, body and headers."""
+def error_response(error: GatewayError, path: str = "") -> web.Response:
+    """A JSON response with the error's status, body (in the dialect of ``path``: see
+    ``sluicegate.ingress``) and headers."""
+    if (dialect := error_response_for(path, error)) is not None:
+        return dialect
     return web.Response(
         status=error.status,
         body=orjson.dumps(error.to_body()),
@@ -113,6 +121,7 @@ class Gateway:
         app.router.add_delete("/v1/chat/completions/{stream_id}", self.cancel_stream)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
+        register_ingress(app, self)  # /v1/messages, /v1/responses
         if self.metrics is not None:
             app.router.add_get("/metrics", self.metrics_text)
         if self.keys is not None:
@@ -152,18 +161,20 @@ class Gateway:
         except GatewayError as exc:
             if self.metrics is not None:
                 self.metrics.rejected.labels(str(exc.status)).inc()
-            response = error_response(exc)
+            response = error_response(exc, request.path)
             if (admission := request.get(ADMISSION)) is not None:
                 response.headers.extend(admission.headers)  # x-ratelimit-* on errors too
             return response
         except web.HTTPRequestEntityTooLarge:
             return error_response(PayloadTooLargeError(
-                f"The request body exceeds {self.config.server.max_body_bytes} bytes."))
+                f"The request body exceeds {self.config.server.max_body_bytes} bytes."),
+                request.path)
         except web.HTTPNotFound:
-            return error_response(RouteNotFoundError(f"No route for {request.path}."))
+            return error_response(RouteNotFoundError(f"No route for {request.path}."),
+                                  request.path)
         except web.HTTPMethodNotAllowed as exc:
             response = error_response(MethodNotAllowedError(
-                f"{request.method} is not allowed on {request.path}."))
+                f"{request.method} is not allowed on {request.path}."), request.path)
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
             return response
 
@@ -172,8 +183,11 @@ class Gateway:
         assert self._api_key is not None
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and "x-api-key" in request.headers:  # the Anthropic SDK's header
+            scheme, token = "bearer", request.headers["x-api-key"]
         if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>' "
+                                      "(or 'x-api-key: <key>').")
         # Header bytes that are not UTF-8 arrive as surrogates: a wrong key, not a crash.
         token = token.strip()
         if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._api_key):

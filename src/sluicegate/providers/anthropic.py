@@ -204,8 +204,14 @@ def _arguments_chunk(index: int, arguments: str) -> Chunk:
 class AnthropicStream(UpstreamStream[ServerSentEvent]):
     """OpenAI chat chunks translated from one Messages stream; ``aclose()`` closes it."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, *, native: bool = False) -> None:
+        """``native``: the client speaks Messages too (``ChatRequest.native``); what only it
+        can use rides along in the deltas: ``message_usage`` (``message_start``'s usage, on
+        the role chunk), ``reasoning_signature`` (a thinking block's
+        ``signature_delta``), ``redacted_thinking`` (the block's ``data``), and on the finish
+        chunk ``stop_reason`` and ``stop_sequence`` as Anthropic sent them."""
         super().__init__(response)
+        self._native = native
         self._input_tokens = 0
         self._cache_write = 0
         self._cache_read = 0
@@ -265,7 +271,9 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
                 piece = delta.get("partial_json")
                 if isinstance(piece, str):
                     self._tools.piece(index, piece, out)
-            # signature_delta, citations_delta: nothing for an OpenAI client
+            elif kind == "signature_delta" and self._native:
+                out.append(chat_chunk(0, {"reasoning_signature": delta.get("signature", "")}))
+            # citations_delta, and signature_delta for a chat client: nothing to send
         elif name == "content_block_start":
             self._block_start(index, payload.get("content_block") or {}, out)
         elif name == "content_block_stop":
@@ -274,7 +282,10 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
         elif name == "message_start":
             message = payload.get("message") or {}
             self._read_usage(message.get("usage"))
-            out.append(chat_chunk(0, {"role": "assistant", "content": ""}))
+            role: dict[str, Any] = {"role": "assistant", "content": ""}
+            if self._native and isinstance(message.get("usage"), dict):
+                role["message_usage"] = message["usage"]
+            out.append(chat_chunk(0, role))
         elif name == "message_delta":
             self._read_usage(payload.get("usage"))
             self._finished = True
@@ -284,7 +295,9 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
             if reason is None:
                 log.warning("unknown Anthropic stop_reason %r, reported as stop", stop_reason)
                 reason = "stop"
-            out.append(chat_chunk(0, {}, reason))
+            native = {"stop_reason": stop_reason,
+                      "stop_sequence": (payload.get("delta") or {}).get("stop_sequence")}
+            out.append(chat_chunk(0, native if self._native else {}, reason))
 
     def _block_start(self, index: Any, block: dict[str, Any], out: list[Chunk]) -> None:
         kind = block.get("type")
@@ -294,6 +307,8 @@ class AnthropicStream(UpstreamStream[ServerSentEvent]):
         elif kind == "thinking":
             if thinking := block.get("thinking"):
                 out.append(chat_chunk(0, {"reasoning_content": thinking}))
+        elif kind == "redacted_thinking" and self._native:
+            out.append(chat_chunk(0, {"redacted_thinking": block.get("data", "")}))
         elif kind == "tool_use" and isinstance(index, int):
             # Streams send input {} and the input as deltas; keep a whole one if given.
             given = block.get("input")
@@ -337,12 +352,19 @@ class AnthropicProvider(HTTPProvider):
 
     async def open_chat(self, request: ChatRequest, target: Target, *,
                         connect_s: float | None = 10.0) -> ChunkStream:
-        body = build_messages_request(request, target.upstream_model)
         headers = self.request_headers()
+        native = request.native
+        own = native is not None and native.dialect == self.dialect
+        if native is not None and own:
+            # A Messages client's own body and anthropic-* headers, as they came.
+            body = {**native.body, "model": target.upstream_model, "stream": True}
+            headers.update(native.headers)
+        else:
+            body = build_messages_request(request, target.upstream_model)
         headers["Accept"] = "text/event-stream"
         response = await self.open_stream(self.base_url + "/messages", body, headers,
                                           connect_s=connect_s)
-        return AnthropicStream(response)
+        return AnthropicStream(response, native=own)
 
     async def list_models(self) -> list[str]:
         """Model ids from ``GET {base_url}/models`` (``data[].id``), following ``has_more`` /

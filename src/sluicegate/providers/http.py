@@ -306,13 +306,19 @@ class HTTPProvider:
         data = body.get("data") if isinstance(body, dict) else None
         return [str(m["id"]) for m in data or [] if isinstance(m, dict) and "id" in m]
 
-    async def get_json(self, url: str, timeout_s: float = 5.0) -> Any:
-        """GET ``url`` with ``request_headers()``; the decoded JSON body. Raises as above."""
+    async def get_json(self, url: str, timeout_s: float = 5.0, *,
+                       post: dict[str, Any] | None = None,
+                       headers: Mapping[str, str] | None = None) -> Any:
+        """GET ``url`` (POST the JSON ``post`` if given) with ``request_headers()`` (or
+        ``headers``); the decoded JSON body. Raises as above."""
         session = self._get_session()
+        headers = {**(headers or self.request_headers()), **self.extra_headers}
         try:
-            async with session.get(url, headers={**self.request_headers(), **self.extra_headers},
-                                   timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                   allow_redirects=False) as response:
+            async with session.request("POST" if post is not None else "GET", url,
+                                       data=None if post is None else orjson.dumps(post),
+                                       headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                       allow_redirects=False) as response:
                 body = await response.read()
                 if not 200 <= response.status < 300:
                     raise self._refused(response.status, body[:MAX_ERROR_BODY],
