@@ -181,6 +181,8 @@ class Run:
         headers = {"X-Sluicegate-Provider": self.target.provider.name,
                    "X-Sluicegate-Model": self.target.upstream_model,
                    "X-Sluicegate-Attempts": str(self.attempts)}
+        if self.policy.task is not None:
+            headers.update(self.policy.task.headers())
         if self.recorder is not None:
             headers.update(self.recorder.headers)
         return headers
