@@ -65,6 +65,7 @@ from .resume.service import Resumer
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 from .state import StateBackend, StateUnavailable, open_state
+from .telemetry import Telemetry
 from .web import is_public, setup_web
 
 __all__ = ["Gateway"]
@@ -106,6 +107,11 @@ class Gateway:
         self.keys: KeyService | None = open_keys(config) if self._api_key is not None else None
         self.cache = open_cache(config, self.state, self.metrics)  # None: no cache configured
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
+        self.telemetry: Telemetry | None = None  # sluicegate.telemetry, when enabled
+        if config.telemetry.enabled:
+            from . import telemetry
+
+            self.telemetry = telemetry.enable(config.telemetry)
 
     # -- application -----------------------------------------------------------------------
 
@@ -148,6 +154,10 @@ class Gateway:
                     await self.keys.aclose()
             finally:
                 await self.state.aclose()
+                if self.telemetry is not None:
+                    from . import telemetry
+
+                    await asyncio.to_thread(telemetry.disable, self.telemetry)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
