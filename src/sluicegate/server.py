@@ -15,6 +15,8 @@ Routes (OpenAI-compatible):
 - ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (Anthropic Messages) and
   ``POST /v1/responses`` (OpenAI Responses): other dialects in, ``sluicegate.ingress``; their
   errors take the dialect's shape.
+- ``POST /v1/audio/transcriptions`` (multipart; ``stream=true`` gives ``transcript.text.*``
+  events): ``sluicegate.audio``.
 
 SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
@@ -41,6 +43,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .audio import register as register_audio
 from .cache.service import open_cache
 from .config import GatewayConfig
 from .errors import (
@@ -128,6 +131,7 @@ class Gateway:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         register_ingress(app, self)  # /v1/messages, /v1/responses
+        self.audio = register_audio(app, self)  # /v1/audio/transcriptions
         if self.metrics is not None:
             app.router.add_get("/metrics", self.metrics_text)
         if self.keys is not None:
