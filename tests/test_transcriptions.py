@@ -245,3 +245,31 @@ def test_missing_fields_and_unknown_models(agw: ServerThread, speech: Path) -> N
                       timeout=30).status_code == 400  # no file
     assert httpx.post(url, data={"model": "no-such-model"}, files=files,
                       timeout=30).status_code == 404
+
+
+def test_sdk_transcriptions(agw: ServerThread, speech: Path) -> None:
+    from sluicegate.client import APIStatusError, Client
+
+    with Client(agw.url + "/v1") as client:
+        events = list(client.audio.transcriptions.stream(file=speech, model="transcriber"))
+        assert events[-1]["type"] == "transcript.text.done"
+        assert "".join(e["delta"] for e in events[:-1]) == TRANSCRIPT
+        assert client.audio.transcriptions.create(speech.read_bytes(),
+                                                  model="transcriber") == TRANSCRIPT
+        notes = speech.with_name("notes.txt")
+        notes.write_text("not audio")
+        with pytest.raises(APIStatusError) as caught:
+            list(client.audio.transcriptions.stream(file=notes, model="transcriber"))
+        assert caught.value.status_code == 400
+        assert "'txt'" in str(caught.value)
+
+
+async def test_async_sdk_transcriptions(agw: ServerThread, speech: Path) -> None:
+    from sluicegate.client import AsyncClient
+
+    async with AsyncClient(agw.url + "/v1") as client:
+        with speech.open("rb") as f:
+            data = f.read()
+        events = [e async for e in client.audio.transcriptions.stream(
+            file=data, model="transcriber", language="en")]
+    assert events[-1]["text"] == TRANSCRIPT

@@ -15,8 +15,8 @@ __all__ = ["register"]
 
 
 def register(app: web.Application, gateway: Gateway) -> Transcriptions:
-    """Add the transcription route; load the local speech model at start-up when
-    ``local.preload`` is on and it is installed."""
+    """Add the transcription route. At start-up, with the local speech model installed, load
+    it (``local.preload``) or at least assemble its file."""
     from .transcriptions import Transcriptions
 
     handler = Transcriptions(gateway)
@@ -25,8 +25,14 @@ def register(app: web.Application, gateway: Gateway) -> Transcriptions:
     async def preload(app: web.Application) -> None:
         import asyncio
 
-        if handler.local is not None and gateway.config.local.preload:
+        if handler.local is None:
+            return
+        if gateway.config.local.preload:
             await asyncio.to_thread(handler.local.load)
+        else:  # the halves joined now (a no-op once done), never during a request
+            from .whisper import assemble
+
+            await asyncio.to_thread(assemble)
 
     app.on_startup.append(preload)
     return handler
