@@ -98,7 +98,7 @@ section. OpenRouter attribution headers come from ``OPENROUTER_SITE_URL`` (``HTT
 Environment overrides: ``SLUICEGATE_CONFIG`` (file path), ``SLUICEGATE_HOST``, ``SLUICEGATE_PORT``,
 ``SLUICEGATE_API_KEY``, ``SLUICEGATE_MAX_BODY_BYTES``, ``SLUICEGATE_PRELOAD``,
 ``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``, ``SLUICEGATE_REPACK``,
-``SLUICEGATE_STATE_BACKEND``, ``SLUICEGATE_REDIS_URL``.
+``SLUICEGATE_STATE_BACKEND``, ``SLUICEGATE_REDIS_URL``, ``SLUICEGATE_TELEMETRY``.
 ``load_config`` raises ``ConfigError`` on an unreadable file or invalid values.
 """
 
@@ -404,6 +404,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "SLUICEGATE_REPACK": ("local", "repack"),
     "SLUICEGATE_STATE_BACKEND": ("state", "backend"),
     "SLUICEGATE_REDIS_URL": ("state", "url"),
+    "SLUICEGATE_TELEMETRY": ("telemetry", "enabled"),
 }
 
 
