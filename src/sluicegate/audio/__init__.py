@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..server import Gateway
-    from .transcriptions import Transcriptions
+    from .transcriptions import GatewayParts, Transcriptions
 
 __all__ = ["register"]
 
 
-def register(app: web.Application, gateway: Gateway) -> Transcriptions:
+def register(app: web.Application, gateway: GatewayParts) -> Transcriptions:
     """Add the transcription route. At start-up, with the local speech model installed, load
     it (``local.preload``) or at least assemble its file."""
     from .transcriptions import Transcriptions

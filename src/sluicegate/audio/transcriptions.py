@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -42,17 +42,17 @@ from aiohttp import web
 
 from .. import telemetry
 from ..accounting import Accounted, account
+from ..config import GatewayConfig
 from ..errors import GatewayError, InvalidRequestError, PayloadTooLargeError, UpstreamError
 from ..failover import retryable
+from ..metrics import Metrics
 from ..providers.base import Target
 from ..providers.http import HTTPProvider
+from ..router import Router
 from ..tasks import AUTO_MODELS, TASK_PREFIX
 from .whisper import LOCAL_MODEL, LocalWhisper, available
 
-if TYPE_CHECKING:
-    from ..server import Gateway
-
-__all__ = ["FORMATS", "Transcriptions"]
+__all__ = ["FORMATS", "GatewayParts", "Transcriptions"]
 
 FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 _TYPES = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3",
@@ -61,6 +61,14 @@ _TYPES = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/
 TASK = "audio_transcription"
 SSE = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
        "X-Accel-Buffering": "no"}
+
+
+class GatewayParts(Protocol):
+    """What the handler uses of ``sluicegate.server.Gateway``."""
+
+    config: GatewayConfig
+    router: Router
+    metrics: Metrics | None
 
 
 @dataclass(slots=True)
@@ -83,7 +91,7 @@ def _event(obj: dict[str, Any]) -> bytes:
 class Transcriptions:
     """The route's handler; owns the local speech model (loaded on first use or at start-up)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayParts) -> None:
         self.gateway = gateway
         settings = gateway.config.audio
         self.max_bytes = settings.max_bytes
@@ -151,7 +159,8 @@ class Transcriptions:
         names, by_task = self._chain(upload.fields["model"])
         started = time.perf_counter()
         state: dict[str, Any] = {"outcome": "failed", "provider": "none", "upstream": "",
-                                 "usage": {}, "ttft": None, "attempts": 0}
+                                 "usage": {}, "ttft": None, "attempts": 0,
+                                 "deployment": "none"}
         if self.gateway.metrics is not None:
             self.gateway.metrics.in_flight.inc()
         response: web.StreamResponse | None = None
@@ -165,7 +174,8 @@ class Transcriptions:
                                     "X-Sluicegate-Task-Reason": "explicit"})
                 try:
                     if name == LOCAL_MODEL and self.local is not None:
-                        state.update(provider="local", upstream="whisper-base")
+                        state.update(provider="local", upstream="whisper-base",
+                                     deployment=LOCAL_MODEL)
                         response = await self._local(request, upload, headers, state)
                     else:
                         target = self.gateway.router.resolve(name)
@@ -175,7 +185,9 @@ class Transcriptions:
                             raise InvalidRequestError(
                                 f"The model '{name}' does not transcribe audio: use "
                                 f"{LOCAL_MODEL} or an OpenAI-dialect model.", param="model")
-                        state.update(provider=provider.name, upstream=target.upstream_model)
+                        state.update(provider=provider.name, upstream=target.upstream_model,
+                                     deployment=(target.deployment.name if target.deployment
+                                                 else "none"))
                         response = await self._upstream(request, upload, target, provider,
                                                         headers, state)
                     state["outcome"] = "completed"
@@ -196,8 +208,7 @@ class Transcriptions:
         finally:
             account(Accounted(
                 id=f"transcr-{uuid.uuid4().hex[:24]}", model=upload.fields["model"],
-                deployment=names[min(state["attempts"], len(names)) - 1] if state["attempts"]
-                else "none",
+                deployment=state["deployment"],  # a configured name: a metric label
                 provider=state["provider"], upstream_model=state["upstream"],
                 outcome=state["outcome"], attempts=state["attempts"],
                 duration_s=time.perf_counter() - started, ttft_s=state["ttft"],

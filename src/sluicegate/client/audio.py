@@ -19,15 +19,21 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import httpx
 import orjson
 
 from .errors import APIConnectionError, APITimeoutError, status_error
 
-if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+
+class _ClientParts(Protocol):
+    """What these resources use of ``Client`` / ``AsyncClient``."""
+
+    base_url: str
+    api_key: str | None
+    timeout: float | None
+    connect_timeout: float | None
 
 __all__ = ["AsyncAudio", "Audio"]
 
@@ -73,7 +79,7 @@ def _error(response: httpx.Response, body: bytes) -> Exception:
 
 
 class _Transcriptions:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: _ClientParts) -> None:
         self._client = client
 
     def _timeout(self, timeout: float | None) -> httpx.Timeout:
@@ -110,7 +116,7 @@ class _Transcriptions:
 
 
 class _AsyncTranscriptions:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: _ClientParts) -> None:
         self._client = client
 
     async def stream(self, file: FileInput, model: str = DEFAULT_MODEL, *,
@@ -141,12 +147,12 @@ class _AsyncTranscriptions:
 class Audio:
     """``client.audio``: ``transcriptions.stream`` / ``transcriptions.create``."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: _ClientParts) -> None:
         self.transcriptions = _Transcriptions(client)
 
 
 class AsyncAudio:
     """``AsyncClient.audio``: ``transcriptions.stream``."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: _ClientParts) -> None:
         self.transcriptions = _AsyncTranscriptions(client)
