@@ -89,14 +89,17 @@ def agw(audio_gateway: tuple[ServerThread, Gateway],
     return audio_gateway[0]
 
 
-def sdk(server: ServerThread) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+@pytest.fixture
+def client(agw: ServerThread) -> Iterator[openai.OpenAI]:
+    """The official openai SDK, pointed at the gateway."""
+    with openai.OpenAI(base_url=agw.url + "/v1", api_key="unused", max_retries=0) as sdk:
+        yield sdk
 
 
 def test_openai_sdk_stream_from_an_openai_upstream(
-        agw: ServerThread, audio_upstream: FakeTranscriptionUpstream, speech: Path) -> None:
+        client: openai.OpenAI, audio_upstream: FakeTranscriptionUpstream, speech: Path) -> None:
     with speech.open("rb") as f:
-        stream = sdk(agw).audio.transcriptions.create(model="transcriber", file=f, stream=True)
+        stream = client.audio.transcriptions.create(model="transcriber", file=f, stream=True)
         events = list(stream)
     deltas = [e for e in events if e.type == "transcript.text.delta"]
     [done] = [e for e in events if e.type == "transcript.text.done"]
@@ -115,8 +118,7 @@ def test_openai_sdk_stream_from_an_openai_upstream(
     assert processor.content == TRANSCRIPT and processor.finish_reason == "stop"
 
 
-def test_openai_upstream_whole_answers(agw: ServerThread, speech: Path) -> None:
-    client = sdk(agw)
+def test_openai_upstream_whole_answers(client: openai.OpenAI, speech: Path) -> None:
     with speech.open("rb") as f:
         result = client.audio.transcriptions.create(model="transcriber", file=f)
     assert result.text == TRANSCRIPT
@@ -142,9 +144,9 @@ def test_task_chain_moves_past_a_failing_model(
 
 
 @needs_whisper
-def test_openai_sdk_stream_from_the_local_model(agw: ServerThread, speech: Path) -> None:
+def test_openai_sdk_stream_from_the_local_model(client: openai.OpenAI, speech: Path) -> None:
     with speech.open("rb") as f:
-        events = list(sdk(agw).audio.transcriptions.create(
+        events = list(client.audio.transcriptions.create(
             model="local/whisper-base", file=f, stream=True, language="en"))
     deltas = [e for e in events if e.type == "transcript.text.delta"]
     [done] = [e for e in events if e.type == "transcript.text.done"]
@@ -155,8 +157,7 @@ def test_openai_sdk_stream_from_the_local_model(agw: ServerThread, speech: Path)
 
 
 @needs_whisper
-def test_local_model_whole_answers(agw: ServerThread, speech: Path) -> None:
-    client = sdk(agw)
+def test_local_model_whole_answers(client: openai.OpenAI, speech: Path) -> None:
     with speech.open("rb") as f:
         result = client.audio.transcriptions.create(model="local/whisper-base", file=f)
     assert _words(result.text) >= WORDS
