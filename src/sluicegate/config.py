@@ -77,6 +77,16 @@ YAML shape (every key optional)::
       default_max_tokens: 4096 # reserved for a request that sets no max_tokens
       on_state_error: open     # open: admit when the state is unreachable; closed: 503
       db_path: sluicegate-keys.db  # keys and ledger with state.backend memory (SQLite)
+    tasks:                     # task routing (sluicegate.tasks): task → models, in order
+      code: [openai/gpt-4.1, local/gemma-3-270m]
+    task_inference: {long_context_tokens: 8000, code_line_ratio: 0.4}
+    telemetry:                 # OpenTelemetry traces and metrics (sluicegate.telemetry)
+      enabled: false           # true: spans and GenAI metrics; OTLP export from OTEL_* env
+      service_name: sluicegate
+    audio:                     # POST /v1/audio/transcriptions (sluicegate.audio)
+      max_bytes: 26214400      # uploads over this get 413
+      local_model: true        # serve local/whisper-base when faster-whisper is installed
+      n_threads: 2             # CPU threads of the local speech model
 
 Built-in providers serve ``<provider>/<model>`` names when their key is set: ``openai``
 (``OPENAI_API_KEY``), ``anthropic`` (``ANTHROPIC_API_KEY``), ``gemini`` (``GEMINI_API_KEY`` or
@@ -88,7 +98,7 @@ section. OpenRouter attribution headers come from ``OPENROUTER_SITE_URL`` (``HTT
 Environment overrides: ``SLUICEGATE_CONFIG`` (file path), ``SLUICEGATE_HOST``, ``SLUICEGATE_PORT``,
 ``SLUICEGATE_API_KEY``, ``SLUICEGATE_MAX_BODY_BYTES``, ``SLUICEGATE_PRELOAD``,
 ``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``, ``SLUICEGATE_REPACK``,
-``SLUICEGATE_STATE_BACKEND``, ``SLUICEGATE_REDIS_URL``.
+``SLUICEGATE_STATE_BACKEND``, ``SLUICEGATE_REDIS_URL``, ``SLUICEGATE_TELEMETRY``.
 ``load_config`` raises ``ConfigError`` on an unreadable file or invalid values.
 """
 
@@ -324,6 +334,28 @@ class StateSettings(_Strict):
         return self
 
 
+class TaskInferenceSettings(_Strict):
+    """Thresholds of the task inference rules (``sluicegate.tasks``)."""
+
+    long_context_tokens: int = Field(default=8000, ge=1)
+    code_line_ratio: float = Field(default=0.4, ge=0, le=1)
+
+
+class TelemetrySettings(_Strict):
+    """OpenTelemetry (``sluicegate.telemetry``); exporters from the ``OTEL_*`` variables."""
+
+    enabled: bool = False
+    service_name: str = "sluicegate"
+
+
+class AudioSettings(_Strict):
+    """Transcriptions (``sluicegate.audio``)."""
+
+    max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    local_model: bool = True
+    n_threads: int = Field(default=2, ge=1)
+
+
 class GatewayConfig(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
@@ -336,6 +368,10 @@ class GatewayConfig(_Strict):
     state: StateSettings = Field(default_factory=StateSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    tasks: dict[str, list[str]] = Field(default_factory=dict)
+    task_inference: TaskInferenceSettings = Field(default_factory=TaskInferenceSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
 
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:
@@ -345,6 +381,9 @@ class GatewayConfig(_Strict):
             if name not in BUILTIN_PROVIDERS and (settings.dialect is None
                                                   or settings.base_url is None):
                 raise ValueError(f"provider {name!r} needs a dialect and a base_url")
+        for task, models in self.tasks.items():
+            if not models or task == "auto" or "/" in task:
+                raise ValueError(f"tasks: {task!r} needs a name without '/' and >= 1 model")
         known = {"local", *BUILTIN_PROVIDERS, *self.providers}
         for d in self.models:
             if d.provider not in known:
@@ -365,6 +404,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "SLUICEGATE_REPACK": ("local", "repack"),
     "SLUICEGATE_STATE_BACKEND": ("state", "backend"),
     "SLUICEGATE_REDIS_URL": ("state", "url"),
+    "SLUICEGATE_TELEMETRY": ("telemetry", "enabled"),
 }
 
 

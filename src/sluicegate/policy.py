@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidRequestError
+from .tasks import TaskChoice
 
 __all__ = ["Policy", "RoutingSettings", "TimeoutOverrides", "Timeouts", "request_overrides"]
 
@@ -92,6 +93,7 @@ class Policy:
     continuation: bool = False
     max_attempts: int = 8
     resumable: bool = False  # a chat stream kept in the event log (sluicegate.resume)
+    task: TaskChoice | None = None  # the request's task (sluicegate.tasks), if routed by one
 
 
 def request_overrides(raw: dict[str, Any], max_models: int = 8

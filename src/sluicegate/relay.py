@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from . import telemetry
 from .accounting import Accounted, account
 from .accumulate import Accumulator
 from .chunks import Chunk
@@ -127,6 +128,11 @@ class Run:
         loop = asyncio.get_running_loop()
         total = policy.timeouts.total
         self.deadline = None if total is None else loop.time() + total
+        # OpenTelemetry (sluicegate.telemetry): None when off, the only cost then.
+        tel = telemetry.active
+        self.span = None if tel is None else tel.start(request, req, self.chat)
+        if policy.task is not None:
+            self.usage_extra["task"] = policy.task.task
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -138,6 +144,10 @@ class Run:
             if stream:
                 return await self._stream()
             return await self._complete()
+        except GatewayError as exc:
+            if self.span is not None:
+                self.span.failure = exc
+            raise
         except asyncio.CancelledError:
             task = self._task
             if self._abort is not None and task is not None and task.uncancel() == 0:
@@ -166,7 +176,10 @@ class Run:
     async def _open(self, chain: Chain, req: ChatRequest | CompletionRequest) -> Opened:
         try:
             async with asyncio.timeout_at(self.deadline):
-                opened = await open_first_content(opener(req, self.policy), chain, self.policy)
+                open_fn = opener(req, self.policy)
+                if self.span is not None:
+                    open_fn = self.span.wrap(open_fn)  # a child span per attempt
+                opened = await open_first_content(open_fn, chain, self.policy)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"The request did not finish within {self.policy.timeouts.total} s.",
@@ -181,6 +194,8 @@ class Run:
         headers = {"X-Sluicegate-Provider": self.target.provider.name,
                    "X-Sluicegate-Model": self.target.upstream_model,
                    "X-Sluicegate-Attempts": str(self.attempts)}
+        if self.policy.task is not None:
+            headers.update(self.policy.task.headers())
         if self.recorder is not None:
             headers.update(self.recorder.headers)
         return headers
@@ -241,6 +256,8 @@ class Run:
         happened in words (``explain_midstream``), and a client that asked for usage gets the
         usage chunk (``"estimated": true`` where it is) just before the error frame."""
         self.outcome = "failed"
+        if self.span is not None:
+            self.span.failure = exc
         self._explain(exc)
         out = b""
         if self.shaper.started and self.shaper.include_usage:
@@ -412,6 +429,9 @@ class Run:
             self._settle_usage()
             record = self._accounted(time.perf_counter() - self.started)
             account(record, self.metrics)
+            if self.span is not None:
+                self.span.finish(record, self.target, self.shaper.finished, self.shaper.id,
+                                 self.policy.task.task if self.policy.task else None)
             if self.admission is not None:
                 self.admission.settle(record, self.target)
             if self.recorder is not None:

@@ -38,6 +38,7 @@ from .providers.http import HTTPProvider
 from .providers.local import LocalProvider
 from .providers.openai import OpenAIProvider
 from .schemas import ChatRequest, CompletionRequest
+from .tasks import choose_task
 
 __all__ = ["MODEL_LIST_TTL_S", "Router", "embedded_model_path"]
 
@@ -194,9 +195,20 @@ class Router:
         deployment's ``fallbacks``. The first entry must resolve (``ModelNotFoundError``,
         ``ProviderNotConfiguredError``); a later one that does not is kept as its error and
         skipped. ``InvalidRequestError`` for bad ``timeouts`` / ``models`` fields."""
-        primary = self.resolve(req.model)
         routing = self.config.routing
         overrides, request_models = request_overrides(req.raw, routing.max_models)
+        task = None
+        if self.config.tasks or "task" in req.raw or req.model.startswith(("task/", "auto")):
+            inference = self.config.task_inference
+            task = choose_task(req.raw, req.model, self.config.tasks,
+                               auto_claimed="auto" in self._aliases or "auto" in self._exact,
+                               long_context_tokens=inference.long_context_tokens,
+                               code_line_ratio=inference.code_line_ratio)
+        if task is not None:  # the task's models are the chain (then the request's list)
+            primary = self.resolve(task.models[0])
+            request_models = [*task.models[1:], *request_models]
+        else:
+            primary = self.resolve(req.model)
         if getattr(primary.provider, "dialect", None) == "openrouter":
             request_models = []  # OpenRouter's own fallback list
         deployment = primary.deployment
@@ -210,7 +222,7 @@ class Router:
             max_retries = deployment.max_retries
         names: list[str] = []
         for name in [*request_models, *(deployment.fallbacks if deployment else [])]:
-            if name != req.model and name not in names:
+            if name != primary.requested and name != req.model and name not in names:
                 names.append(name)
         chain: list[Target | GatewayError] = [primary]
         for name in names:
@@ -225,7 +237,7 @@ class Router:
             max_buffered_bytes=routing.max_buffered_bytes,
             continuation=bool(deployment and deployment.continuation),
             max_attempts=routing.max_attempts, max_event_bytes=routing.max_event_bytes,
-            resumable=_resumable(req, deployment, self.config.resumable.default),
+            resumable=_resumable(req, deployment, self.config.resumable.default), task=task,
         )
         return policy, chain
 

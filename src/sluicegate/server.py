@@ -15,6 +15,8 @@ Routes (OpenAI-compatible):
 - ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (Anthropic Messages) and
   ``POST /v1/responses`` (OpenAI Responses): other dialects in, ``sluicegate.ingress``; their
   errors take the dialect's shape.
+- ``POST /v1/audio/transcriptions`` (multipart; ``stream=true`` gives ``transcript.text.*``
+  events): ``sluicegate.audio``.
 
 SSE responses follow docs/wire.md §1-3 and §7: data-only events (``data: <json>\\n\\n``), no BOM, no
 empty events, ``data: [DONE]`` last; headers ``Content-Type: text/event-stream``,
@@ -41,6 +43,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .audio import register as register_audio
 from .cache.service import open_cache
 from .config import GatewayConfig
 from .errors import (
@@ -65,6 +68,7 @@ from .resume.service import Resumer
 from .router import Router
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request, parse_completion_request
 from .state import StateBackend, StateUnavailable, open_state
+from .telemetry import Telemetry
 from .web import is_public, setup_web
 
 __all__ = ["Gateway"]
@@ -106,6 +110,11 @@ class Gateway:
         self.keys: KeyService | None = open_keys(config) if self._api_key is not None else None
         self.cache = open_cache(config, self.state, self.metrics)  # None: no cache configured
         self._idle: asyncio.Event | None = None  # set when ``runs`` empties (shutdown)
+        self.telemetry: Telemetry | None = None  # sluicegate.telemetry, when enabled
+        if config.telemetry.enabled:
+            from . import telemetry
+
+            self.telemetry = telemetry.enable(config.telemetry)
 
     # -- application -----------------------------------------------------------------------
 
@@ -122,6 +131,7 @@ class Gateway:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         register_ingress(app, self)  # /v1/messages, /v1/responses
+        self.audio = register_audio(app, self)  # /v1/audio/transcriptions
         if self.metrics is not None:
             app.router.add_get("/metrics", self.metrics_text)
         if self.keys is not None:
@@ -148,6 +158,10 @@ class Gateway:
                     await self.keys.aclose()
             finally:
                 await self.state.aclose()
+                if self.telemetry is not None:
+                    from . import telemetry
+
+                    await asyncio.to_thread(telemetry.disable, self.telemetry)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .cache import CacheHit, StreamingCache
 from .builder import BuilderError, ChatRequest, ChatRequestBuilder
 from .callbacks import StreamCallbacks
+from .chunks import ChunkInfo, StreamProcessor, TaskType, ToolCallFragment, process_stream_chunk
 from .client import AsyncClient, Client
 from .decorators import stream_llm, stream_llm_sync
 from .errors import (
@@ -83,6 +84,7 @@ __all__ = [
     "ChatRequest",
     "ChatRequestBuilder",
     "ChatStream",
+    "ChunkInfo",
     "Client",
     "ClientClosedError",
     "Completion",
@@ -103,10 +105,14 @@ __all__ = [
     "StreamClosedError",
     "StreamError",
     "StreamMetadata",
+    "StreamProcessor",
     "StreamResumeError",
     "StreamStats",
     "StreamingCache",
+    "TaskType",
+    "ToolCallFragment",
     "UnprocessableEntityError",
+    "process_stream_chunk",
     "stream_llm",
     "stream_llm_sync",
 ]

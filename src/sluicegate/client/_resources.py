@@ -98,11 +98,15 @@ def chat_body(model: str | HasBody, messages: Iterable[object] | None,
     """The JSON body: a request's ``to_body()`` (or ``{"model": model}``), then ``messages``
     and ``params`` on top; ``fallbacks`` → ``models: [model, *fallbacks]``; ``stream`` and
     ``stream_options.include_usage`` forced for streams, and ``stream_options.resumable`` when
-    ``resumable`` (merged into the other stream options)."""
+    ``resumable`` (merged into the other stream options). A ``task_type`` param (``TaskType``
+    or a task name; on ``stream``, ``create`` and the decorators) becomes the gateway's
+    ``task`` field: the task's models serve the request (``sluicegate.tasks``)."""
     body: dict[str, Any] = {"model": model} if isinstance(model, str) else dict(model.to_body())
     if messages is not None:
         body["messages"] = [_message(m) for m in messages]
     body.update(params)
+    if (task := body.pop("task_type", None)) is not None:  # TaskType or its name → "task"
+        body["task"] = str(getattr(task, "value", task))
     return _finish(body, fallbacks, stream, resumable)
 
 

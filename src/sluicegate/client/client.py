@@ -26,6 +26,7 @@ from ._loop import LoopThread
 from ._resources import AsyncChat, AsyncCompletions, Chat, Completions
 from ._resume import DEFAULT_RESUME_RETRIES, ResumableSource, wants_resume
 from ._source import Engine, Transport
+from .audio import AsyncAudio, Audio
 from .callbacks import StreamCallbacks
 from .errors import APITimeoutError
 
@@ -156,6 +157,7 @@ class Client(_BaseClient):
         self._loop = LoopThread()
         self.chat = Chat(self)
         self.completions = Completions(self)
+        self.audio = Audio(self)
 
     def _create(self, path: str, body: dict[str, Any], timeout: float | None
                 ) -> dict[str, Any]:
@@ -195,6 +197,7 @@ class AsyncClient(_BaseClient):
                          _transport=_transport)
         self.chat = AsyncChat(self)
         self.completions = AsyncCompletions(self)
+        self.audio = AsyncAudio(self)
 
     async def _create(self, path: str, body: dict[str, Any], limit_s: float | None
                       ) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar, cast
 import aiohttp
 import orjson
 
+from .. import telemetry
 from ..chunks import Chunk
 from ..errors import (
     InvalidRequestError,
@@ -354,8 +355,10 @@ class HTTPProvider:
             # sock_connect covers loop.create_connection, TLS handshake included; the wait for
             # the status line and headers is left to the caller's first-token deadline.
             # Redirects are not followed: a 307 would re-send the whole prompt elsewhere.
-            response = await session.post(url, data=data,
-                                          headers={**headers, **self.extra_headers},
+            sent = {**headers, **self.extra_headers}
+            if telemetry.active is not None:
+                telemetry.inject(sent)  # the attempt's span as traceparent
+            response = await session.post(url, data=data, headers=sent,
                                           timeout=aiohttp.ClientTimeout(total=None,
                                                                         sock_connect=connect_s),
                                           allow_redirects=False)

@@ -126,6 +126,7 @@ class OpenAIProvider(HTTPProvider):
         body["stream_options"] = options
         body.pop("timeouts", None)  # the gateway's own per-request limits
         body.pop("cache", None)  # the gateway's own cache control
+        body.pop("task", None)  # the gateway's own task routing
         if not self.openrouter:
             for field in _OPENROUTER_ONLY:
                 body.pop(field, None)
