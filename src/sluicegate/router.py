@@ -150,7 +150,7 @@ class Router:
                 local = self.config.local
                 engine = make_engine(path, parallel=local.parallel, n_ctx=local.n_ctx,
                                      n_threads=local.n_threads, max_queue=local.max_queue,
-                                     repack=local.repack)
+                                     repack=local.repack, shared_cache=local.shared_cache)
                 self.engines[key] = engine
             return LocalProvider(engine)
         shared = self._endpoints[d.provider]

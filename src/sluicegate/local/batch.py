@@ -3,35 +3,46 @@
 llama.cpp decodes many sequences in one ``llama_decode`` call when each token of the batch
 names its sequence id; on a CPU a step for a small model costs little more for 4 sequences than
 for 1, because the weights are read once per step. ``BatchedEngine`` drives llama-cpp-python's
-low-level API directly:
+low-level API directly, on one context with ``n_seq_max = parallel``:
 
-- One context with ``n_seq_max = parallel`` and a unified KV cache (``kv_unified``): all
-  sequences draw their cells from the same ``n_ctx`` cells. A job is started only when its
-  prompt plus ``max_tokens`` fits beside the cells reserved by the running ones; otherwise it
-  waits (first come, first served). A prompt that cannot fit even alone is refused at
-  ``submit`` (400), as before.
 - Every step puts the last sampled token of each running sequence into one batch, then fills
   what is left (at most ``PREFILL_CHUNK`` tokens while others decode) with prompt tokens of the
   sequences still reading their prompt. A new request so joins at the next step and a long
   prompt is read in chunks between decode steps, never freezing the others.
-- A sequence that finishes or is cancelled frees its cells at once (``llama_memory_seq_rm``).
+- A sequence that finishes or is cancelled frees its cells at once (``llama_memory_seq_rm``)
+  and its sequence id goes to the next waiting job.
 - Sampling is per sequence: each has its own llama.cpp sampler chain, built like
   ``Llama.generate``'s (penalties, top-k, typical, top-p, min-p, temperature, seeded dist), so
-  temperature, top_p, seed, stop and n mean what they mean on the single-sequence engine.
-- Prefix reuse: a sequence whose prompt begins like one already read by a running sequence
-  copies those cells (``llama_memory_seq_cp``) instead of evaluating them again. Gemma 3 uses
-  sliding-window attention, whose cache drops cells once a sequence is a window past them, so
-  a prefix is copied only from a sequence that has not yet gone that far.
+  temperature, top_p, seed, stop and n mean what they mean on the single-sequence engine. The
+  ``n`` choices of a job run one after the other on its sequence, as before.
 - The contract of ``LocalEngine`` holds: pieces are handed to the job's event loop as they
   are produced, ``cancel()`` is honoured before the next token, usage is exact, and beyond
   ``parallel + max_queue`` admitted jobs ``submit`` raises ``RateLimitError`` (429).
 
-Determinism: a seeded request samples with the same chain and seed as on the single-sequence
-engine, but the logits come from batches of another shape (other sequences' rows beside its
-own; prompt chunks of other sizes), and llama.cpp's CPU matrix kernels round differently for
-different batch shapes. Greedy and seeded outputs therefore agree with the single-sequence
-engine, and with themselves alone versus beside other streams, only as far as that rounding
-never flips a sampled token; see ``tests/test_local_model.py`` for what is checked.
+Two KV cache layouts (``local.shared_cache``):
+
+- Per sequence (default, ``kv_unified`` off): each sequence has a cache stream of its own with a
+  whole ``n_ctx`` window (memory: ``parallel`` times one window; about 18 KiB a token for
+  Gemma 3 270M, so ~74 MiB per sequence at 4096). Attention for a sequence then reads only its
+  own cells. Its logits still depend on what else is in the batch: llama.cpp's CPU matrix
+  kernels round differently for other batch shapes (a prompt chunk of another sequence beside
+  a decode row made a seeded text diverge after 2 tokens). So a seeded request is decoded in a
+  batch of its own, as the single-sequence engine would (decode rows alone, its prompt in
+  ``n_batch`` chunks), and gives the same text as there, alone or beside other streams
+  (``tests/test_local_batch.py``). The price: a seeded stream does not share the weight reads
+  of a step; unseeded ones do. No prefix reuse: llama.cpp copies between streams only whole
+  sequences.
+- Shared (``kv_unified`` on): all sequences draw from one ``n_ctx`` cells. A job starts only
+  when its prompt plus ``max_tokens`` fits beside the cells reserved by the running ones;
+  otherwise it waits (first come, first served). A sequence whose prompt begins like one a
+  running sequence has read copies those cells (``llama_memory_seq_cp``) instead of evaluating
+  them again. But attention then runs over a cache interleaved with other sequences' cells,
+  whose float reductions round differently: a seeded (or greedy) request beside others can
+  diverge from its text alone after some tokens. Gemma 3 uses sliding-window attention, whose
+  cache may drop cells a window behind a sequence, so a prefix is copied only from a sequence
+  that has not gone that far.
+
+A prompt that cannot fit one window is refused at ``submit`` (400), as before.
 """
 
 from __future__ import annotations
@@ -104,10 +115,12 @@ class BatchedEngine(LocalEngine):
         default_max_tokens: int = 256,
         repack: Repack = "auto",
         cpuinfo: str | Path = "/proc/cpuinfo",
+        unified: bool = False,
     ) -> None:
         super().__init__(model_path, n_ctx=n_ctx, n_threads=n_threads, max_queue=max_queue,
                          default_max_tokens=default_max_tokens, repack=repack, cpuinfo=cpuinfo)
         self.parallel = parallel
+        self.unified = unified
         self.prefix_tokens_reused = 0
         """Prompt tokens copied from another sequence instead of evaluated (tests, metrics)."""
         self._ctx: Any = None
@@ -129,11 +142,12 @@ class BatchedEngine(LocalEngine):
             llm = load_llama(str(path), self.repack, n_ctx=256, n_threads=self.n_threads,
                              n_batch=256, verbose=False)
             params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-            params.n_ctx = self.n_ctx
+            # Per-sequence caches: each sequence has a whole window of its own.
+            params.n_ctx = self.n_ctx if self.unified else self.n_ctx * self.parallel
             params.n_batch = N_BATCH
             params.n_ubatch = N_BATCH
             params.n_seq_max = self.parallel
-            params.kv_unified = True
+            params.kv_unified = self.unified
             params.n_threads = self.n_threads
             params.n_threads_batch = self.n_threads
             ctx = llama_cpp.llama_init_from_model(llm.model, params)
@@ -186,7 +200,7 @@ class BatchedEngine(LocalEngine):
                 job.emit(Finished(len(job.prompt_tokens), 0))
                 self._release()
                 continue
-            if self._running and reserved + need > self.n_ctx:
+            if self.unified and self._running and reserved + need > self.n_ctx:
                 break  # waits for cells: first come, first served
             self._jobs.pop(0)
             reserved += need
@@ -217,7 +231,7 @@ class BatchedEngine(LocalEngine):
         prompt = seq.job.prompt_tokens
         best: _Seq | None = None
         shared = 0
-        for other in self._running:
+        for other in self._running if self.unified else ():
             if other is seq or (self._n_swa and other.n_past >= self._n_swa):
                 continue
             k = _common_prefix(prompt, other.job.prompt_tokens, other.read)
@@ -252,6 +266,25 @@ class BatchedEngine(LocalEngine):
         self._release()
 
     def _step(self) -> None:
+        """One round: one batch for the sequences that share, then (per-sequence caches) one
+        batch of its own for each seeded sequence, whose logits so match the single-sequence
+        engine's. Each batch's logits are sampled before the next batch overwrites them."""
+        running = list(self._running)
+        decoding = any(s.last >= 0 for s in running)
+        shared = [s for s in running if not self._alone(s)]
+        if shared:
+            self._decode(shared, PREFILL_CHUNK if decoding else N_BATCH)
+        for seq in running:
+            if self._alone(seq) and seq in self._running:
+                # Read like Llama.eval: in n_batch chunks, alone, whatever the others do.
+                self._decode([seq], N_BATCH)
+
+    def _alone(self, seq: _Seq) -> bool:
+        return not self.unified and seq.job.params.seed is not None
+
+    def _decode(self, seqs: list[_Seq], budget: int) -> None:
+        """Decode the next token of every decoding sequence in ``seqs`` and up to ``budget``
+        prompt tokens of those still reading their prompt, then sample."""
         import llama_cpp
 
         batch = self._batch
@@ -269,12 +302,11 @@ class BatchedEngine(LocalEngine):
                 rows.append((seq, n))
             n += 1
 
-        decoding = [s for s in self._running if s.last >= 0]
-        for seq in decoding:
-            add(seq, seq.last, seq.n_past - 1, True)  # the sampled token is not in yet
-        budget = PREFILL_CHUNK if decoding else N_BATCH
+        for seq in seqs:
+            if seq.last >= 0:
+                add(seq, seq.last, seq.n_past - 1, True)  # the sampled token is not in yet
         budget = min(budget, N_BATCH - n)
-        for seq in self._running:
+        for seq in seqs:
             if seq.last >= 0 or budget <= 0:
                 continue
             prompt = seq.job.prompt_tokens
@@ -283,6 +315,8 @@ class BatchedEngine(LocalEngine):
                 add(seq, prompt[i], i, i == len(prompt) - 1)
             seq.read += take
             budget -= take
+        if n == 0:
+            return
         batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
@@ -382,10 +416,11 @@ def _sampler_chain(n_vocab: int, temperature: float, top_k: int, top_p: float,
 
 
 def make_engine(model_path: str | Callable[[], str], *, parallel: int, n_ctx: int,
-                n_threads: int | None, max_queue: int, repack: Repack) -> LocalEngine:
+                n_threads: int | None, max_queue: int, repack: Repack,
+                shared_cache: bool = False) -> LocalEngine:
     """The single-sequence engine for ``parallel == 1``, the batched one above it."""
     if parallel <= 1:
         return LocalEngine(model_path, n_ctx=n_ctx, n_threads=n_threads, max_queue=max_queue,
                            repack=repack)
     return BatchedEngine(model_path, parallel=parallel, n_ctx=n_ctx, n_threads=n_threads,
-                         max_queue=max_queue, repack=repack)
+                         max_queue=max_queue, repack=repack, unified=shared_cache)
