@@ -191,15 +191,14 @@ class BatchedEngine(LocalEngine):
     def _admit_waiting(self) -> list[_Seq]:
         """Jobs from the queue that fit now (called with ``_wake`` held), in order."""
         started: list[_Seq] = []
+        for job in [j for j in self._jobs if j.cancelled.is_set()]:  # left while waiting
+            self._jobs.remove(job)
+            job.emit(Finished(len(job.prompt_tokens), 0))
+            self._release()
         reserved = sum(s.reserved for s in self._running)
         while self._jobs and self._free_ids:
             job = self._jobs[0]
             need = len(job.prompt_tokens) + job.max_tokens
-            if job.cancelled.is_set():
-                self._jobs.pop(0)
-                job.emit(Finished(len(job.prompt_tokens), 0))
-                self._release()
-                continue
             if self.unified and self._running and reserved + need > self.n_ctx:
                 break  # waits for cells: first come, first served
             self._jobs.pop(0)
