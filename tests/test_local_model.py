@@ -197,6 +197,7 @@ def test_disconnect_stops_generation(local_gateway: tuple[ServerThread, Gateway]
 
 def test_queue_full_gives_429() -> None:
     config = GatewayConfig()
+    config.local.parallel = 1  # the single-sequence engine (batched: test_local_batch.py)
     config.local.max_queue = 0
     config.local.n_ctx = 1024
     server, _ = start_gateway(config)

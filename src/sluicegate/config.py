@@ -18,6 +18,8 @@ YAML shape (every key optional)::
         max_age_s: 600         # how long a browser may cache a preflight's answer
     local:
       preload: true            # load the embedded model at start-up (false: on first use)
+      parallel: 4              # sequences decoded together in one batch (1: one at a time)
+      shared_cache: false      # true: one KV cache for all (prefix reuse, not reproducible)
       max_queue: 8             # requests waiting for the local engine; beyond: 429
       n_ctx: 4096              # context window (tokens)
       n_threads: null          # llama.cpp threads (null: cores)
@@ -180,6 +182,8 @@ class ServerSettings(_Strict):
 
 class LocalSettings(_Strict):
     preload: bool = True
+    parallel: int = Field(default=4, ge=1, le=64)  # see sluicegate.local.batch
+    shared_cache: bool = False  # see sluicegate.local.batch
     max_queue: int = Field(default=8, ge=0)
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
@@ -399,6 +403,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "SLUICEGATE_MAX_BODY_BYTES": ("server", "max_body_bytes"),
     "SLUICEGATE_PRELOAD": ("local", "preload"),
     "SLUICEGATE_MAX_QUEUE": ("local", "max_queue"),
+    "SLUICEGATE_PARALLEL": ("local", "parallel"),
     "SLUICEGATE_N_CTX": ("local", "n_ctx"),
     "SLUICEGATE_N_THREADS": ("local", "n_threads"),
     "SLUICEGATE_REPACK": ("local", "repack"),

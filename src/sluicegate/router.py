@@ -29,6 +29,7 @@ from .config import (
     GatewayConfig,
 )
 from .errors import GatewayError, ModelNotFoundError, ProviderNotConfiguredError
+from .local.batch import make_engine
 from .local.engine import LocalEngine
 from .policy import Policy, request_overrides
 from .providers.anthropic import AnthropicProvider
@@ -148,8 +149,9 @@ class Router:
             engine = self.engines.get(key)
             if engine is None:
                 local = self.config.local
-                engine = LocalEngine(path, n_ctx=local.n_ctx, n_threads=local.n_threads,
-                                     max_queue=local.max_queue, repack=local.repack)
+                engine = make_engine(path, parallel=local.parallel, n_ctx=local.n_ctx,
+                                     n_threads=local.n_threads, max_queue=local.max_queue,
+                                     repack=local.repack, shared_cache=local.shared_cache)
                 self.engines[key] = engine
             return LocalProvider(engine)
         shared = self._endpoints[d.provider]

@@ -125,6 +125,8 @@ class LocalEngine:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.max_queue = max_queue
+        self.parallel = 1
+        """Jobs generating at once; admission allows ``parallel + max_queue``."""
         self.default_max_tokens = default_max_tokens
         self.tokens_generated = 0
         self._llm: Any = None
@@ -194,7 +196,7 @@ class LocalEngine:
         wanted = params.max_tokens or self.default_max_tokens
         job = Job(prompt_tokens=tokens, params=params, max_tokens=min(wanted, room), loop=loop)
         with self._admit_lock:
-            if self._admitted >= 1 + self.max_queue:
+            if self._admitted >= self.parallel + self.max_queue:
                 raise RateLimitError(
                     f"The local model is busy ({self._admitted} requests running or queued).",
                     retry_after=1.0,

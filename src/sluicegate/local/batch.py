@@ -1,0 +1,425 @@
+"""The batched embedded engine: up to ``parallel`` sequences decoded together (``local.parallel``).
+
+llama.cpp decodes many sequences in one ``llama_decode`` call when each token of the batch
+names its sequence id; on a CPU a step for a small model costs little more for 4 sequences than
+for 1, because the weights are read once per step. ``BatchedEngine`` drives llama-cpp-python's
+low-level API directly, on one context with ``n_seq_max = parallel``:
+
+- Every step puts the last sampled token of each running sequence into one batch, then fills
+  what is left (at most ``PREFILL_CHUNK`` tokens while others decode) with prompt tokens of the
+  sequences still reading their prompt. A new request so joins at the next step and a long
+  prompt is read in chunks between decode steps, never freezing the others.
+- A sequence that finishes or is cancelled frees its cells at once (``llama_memory_seq_rm``)
+  and its sequence id goes to the next waiting job.
+- Sampling is per sequence: each has its own llama.cpp sampler chain, built like
+  ``Llama.generate``'s (penalties, top-k, typical, top-p, min-p, temperature, seeded dist), so
+  temperature, top_p, seed, stop and n mean what they mean on the single-sequence engine. The
+  ``n`` choices of a job run one after the other on its sequence, as before.
+- The contract of ``LocalEngine`` holds: pieces are handed to the job's event loop as they
+  are produced, ``cancel()`` is honoured before the next token, usage is exact, and beyond
+  ``parallel + max_queue`` admitted jobs ``submit`` raises ``RateLimitError`` (429).
+
+Two KV cache layouts (``local.shared_cache``):
+
+- Per sequence (default, ``kv_unified`` off): each sequence has a cache stream of its own with a
+  whole ``n_ctx`` window (memory: ``parallel`` times one window; about 18 KiB a token for
+  Gemma 3 270M, so ~74 MiB per sequence at 4096). Attention for a sequence then reads only its
+  own cells. Its logits still depend on what else is in the batch: llama.cpp's CPU matrix
+  kernels round differently for other batch shapes (a prompt chunk of another sequence beside
+  a decode row made a seeded text diverge after 2 tokens). So a seeded request is decoded in a
+  batch of its own, as the single-sequence engine would (decode rows alone, its prompt in
+  ``n_batch`` chunks), and gives the same text as there, alone or beside other streams
+  (``tests/test_local_batch.py``). The price: a seeded stream does not share the weight reads
+  of a step; unseeded ones do. No prefix reuse: llama.cpp copies between streams only whole
+  sequences.
+- Shared (``kv_unified`` on): all sequences draw from one ``n_ctx`` cells. A job starts only
+  when its prompt plus ``max_tokens`` fits beside the cells reserved by the running ones;
+  otherwise it waits (first come, first served). A sequence whose prompt begins like one a
+  running sequence has read copies those cells (``llama_memory_seq_cp``) instead of evaluating
+  them again. But attention then runs over a cache interleaved with other sequences' cells,
+  whose float reductions round differently: a seeded (or greedy) request beside others can
+  diverge from its text alone after some tokens. Gemma 3 uses sliding-window attention, whose
+  cache may drop cells a window behind a sequence, so a prefix is copied only from a sequence
+  that has not gone that far.
+
+A prompt that cannot fit one window is refused at ``submit`` (400), as before.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UpstreamError
+from .cpu import Repack, features_used, load_llama
+from .engine import Finished, Job, LocalEngine, Piece, _partial_stop
+
+__all__ = ["PREFILL_CHUNK", "BatchedEngine", "make_engine"]
+
+log = logging.getLogger("sluicegate.local")
+
+N_BATCH = 512
+"""Tokens per ``llama_decode`` call at most."""
+
+PREFILL_CHUNK = 128
+"""Prompt tokens read per step while other sequences decode: bounds the pause a new prompt
+adds to their next token."""
+
+MIN_SHARED_PREFIX = 8
+"""Shorter common prefixes are evaluated again rather than copied."""
+
+PENALTY_LAST_N = 64  # as Llama's last_n_tokens_size default
+
+
+@dataclass(eq=False)
+class _Seq:
+    """One running choice of a job, on its own sequence id."""
+
+    job: Job
+    seq_id: int
+    index: int
+    sampler: Any
+    reserved: int
+    read: int = 0
+    """Prompt tokens in the KV cache (evaluated or copied)."""
+    last: int = -1
+    """The token to feed at the next step (-1: still reading the prompt)."""
+    count: int = 0
+    pending: str = ""
+    at_start: bool = False
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    @property
+    def n_past(self) -> int:
+        """Positions used: the prompt read so far and the tokens sampled after it."""
+        return self.read + self.count
+
+
+class BatchedEngine(LocalEngine):
+    """``LocalEngine`` with up to ``parallel`` sequences decoded in one batch per step."""
+
+    def __init__(
+        self,
+        model_path: str | Callable[[], str],
+        *,
+        parallel: int = 4,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        max_queue: int = 8,
+        default_max_tokens: int = 256,
+        repack: Repack = "auto",
+        cpuinfo: str | Path = "/proc/cpuinfo",
+        unified: bool = False,
+    ) -> None:
+        super().__init__(model_path, n_ctx=n_ctx, n_threads=n_threads, max_queue=max_queue,
+                         default_max_tokens=default_max_tokens, repack=repack, cpuinfo=cpuinfo)
+        self.parallel = parallel
+        self.unified = unified
+        self.prefix_tokens_reused = 0
+        """Prompt tokens copied from another sequence instead of evaluated (tests, metrics)."""
+        self._ctx: Any = None
+        self._batch: Any = None
+        self._mem: Any = None
+        self._n_swa = 0
+        self._running: list[_Seq] = []
+        self._free_ids: list[int] = list(range(parallel))
+
+    def load(self) -> None:
+        import llama_cpp
+
+        with self._load_lock:
+            if self._llm is not None:
+                return
+            path = self._model_path() if callable(self._model_path) else self._model_path
+            log.info("loading local model %s (%d sequences in parallel)", path, self.parallel)
+            # The Llama object serves the tokenizer; its own context is left small and unused.
+            llm = load_llama(str(path), self.repack, n_ctx=256, n_threads=self.n_threads,
+                             n_batch=256, verbose=False)
+            params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+            # Per-sequence caches: each sequence has a whole window of its own.
+            params.n_ctx = self.n_ctx if self.unified else self.n_ctx * self.parallel
+            params.n_batch = N_BATCH
+            params.n_ubatch = N_BATCH
+            params.n_seq_max = self.parallel
+            params.kv_unified = self.unified
+            params.n_threads = self.n_threads
+            params.n_threads_batch = self.n_threads
+            ctx = llama_cpp.llama_init_from_model(llm.model, params)
+            if not ctx:
+                raise RuntimeError("llama.cpp could not create the batched context")
+            self._ctx = ctx
+            self._mem = llama_cpp.llama_get_memory(ctx)
+            self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+            self._n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
+            self._llm = llm
+            self.features = features_used(self.repack)
+            log.info("local model on %s: weight repacking %s (%s); CPU features used: %s",
+                     self.cpu.model, "on" if self.repack.use_extra_bufts else "off",
+                     self.repack.reason, " ".join(self.features) or "none reported")
+            self._thread = threading.Thread(target=self._worker, name="sluicegate-local",
+                                            daemon=True)
+            self._thread.start()
+
+    # The worker: everything below runs on the engine's one thread.
+
+    def _worker(self) -> None:
+        while True:
+            with self._wake:
+                while not self._jobs and not self._running and not self._closed:
+                    self._wake.wait()
+                if self._closed and not self._jobs and not self._running:
+                    return
+                started = self._admit_waiting()
+            for seq in started:
+                self._start_choice(seq)
+            self._drop_cancelled()
+            if not self._running:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # reported to every running request; the worker goes on
+                log.exception("local batched generation failed")
+                for seq in list(self._running):
+                    self._end_job(seq, exc)
+
+    def _admit_waiting(self) -> list[_Seq]:
+        """Jobs from the queue that fit now (called with ``_wake`` held), in order."""
+        started: list[_Seq] = []
+        for job in [j for j in self._jobs if j.cancelled.is_set()]:  # left while waiting
+            self._jobs.remove(job)
+            job.emit(Finished(len(job.prompt_tokens), 0))
+            self._release()
+        reserved = sum(s.reserved for s in self._running)
+        while self._jobs and self._free_ids:
+            job = self._jobs[0]
+            need = len(job.prompt_tokens) + job.max_tokens
+            if self.unified and self._running and reserved + need > self.n_ctx:
+                break  # waits for cells: first come, first served
+            self._jobs.pop(0)
+            reserved += need
+            seq = _Seq(job, self._free_ids.pop(0), 0, None, need)
+            self._running.append(seq)
+            started.append(seq)
+        return started
+
+    def _release(self) -> None:
+        with self._admit_lock:
+            self._admitted -= 1
+
+    def _start_choice(self, seq: _Seq) -> None:
+        """Set ``seq`` up for its choice ``seq.index``: sampler, and a shared prefix if any."""
+        import llama_cpp
+
+        p = seq.job.params
+        seed = p.seed + seq.index if p.seed is not None else random.getrandbits(31)
+        seq.sampler = _sampler_chain(self._llm.n_vocab(), p.temperature, p.top_k, p.top_p,
+                                     p.repeat_penalty, p.frequency_penalty, p.presence_penalty,
+                                     seed)
+        seq.read = seq.count = 0
+        seq.last = -1
+        seq.pending = ""
+        seq.at_start = p.trim
+        seq.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        prompt = seq.job.prompt_tokens
+        best: _Seq | None = None
+        shared = 0
+        for other in self._running if self.unified else ():
+            if other is seq or (self._n_swa and other.n_past >= self._n_swa):
+                continue
+            k = _common_prefix(prompt, other.job.prompt_tokens, other.read)
+            if k > shared:
+                best, shared = other, k
+        shared = min(shared, len(prompt) - 1)  # the last prompt token is evaluated for logits
+        if best is not None and shared >= MIN_SHARED_PREFIX:
+            llama_cpp.llama_memory_seq_cp(self._mem, best.seq_id, seq.seq_id, 0, shared)
+            seq.read = shared
+            self.prefix_tokens_reused += shared
+
+    def _drop_cancelled(self) -> None:
+        for seq in list(self._running):
+            if seq.job.cancelled.is_set():
+                self._end_job(seq)
+
+    def _end_job(self, seq: _Seq, error: BaseException | None = None) -> None:
+        """Free ``seq``'s cells and slot; the job is over (finished, cancelled or failed)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+        with self._wake:
+            self._running.remove(seq)
+            self._free_ids.append(seq.seq_id)
+        if error is not None:
+            seq.job.emit(error)
+        else:
+            seq.job.emit(Finished(len(seq.job.prompt_tokens), seq.job.completion_tokens))
+        self._release()
+
+    def _step(self) -> None:
+        """One round: one batch for the sequences that share, then (per-sequence caches) one
+        batch of its own for each seeded sequence, whose logits so match the single-sequence
+        engine's. Each batch's logits are sampled before the next batch overwrites them."""
+        running = list(self._running)
+        decoding = any(s.last >= 0 for s in running)
+        shared = [s for s in running if not self._alone(s)]
+        if shared:
+            self._decode(shared, PREFILL_CHUNK if decoding else N_BATCH)
+        for seq in running:
+            if self._alone(seq) and seq in self._running:
+                # Read like Llama.eval: in n_batch chunks, alone, whatever the others do.
+                self._decode([seq], N_BATCH)
+
+    def _alone(self, seq: _Seq) -> bool:
+        return not self.unified and seq.job.params.seed is not None
+
+    def _decode(self, seqs: list[_Seq], budget: int) -> None:
+        """Decode the next token of every decoding sequence in ``seqs`` and up to ``budget``
+        prompt tokens of those still reading their prompt, then sample."""
+        import llama_cpp
+
+        batch = self._batch
+        rows: list[tuple[_Seq, int]] = []  # sequences to sample, and their row in the batch
+        n = 0
+
+        def add(seq: _Seq, token: int, pos: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq.seq_id
+            batch.logits[n] = logits
+            if logits:
+                rows.append((seq, n))
+            n += 1
+
+        for seq in seqs:
+            if seq.last >= 0:
+                add(seq, seq.last, seq.n_past - 1, True)  # the sampled token is not in yet
+        budget = min(budget, N_BATCH - n)
+        for seq in seqs:
+            if seq.last >= 0 or budget <= 0:
+                continue
+            prompt = seq.job.prompt_tokens
+            take = min(budget, len(prompt) - seq.read)
+            for i in range(seq.read, seq.read + take):
+                add(seq, prompt[i], i, i == len(prompt) - 1)
+            seq.read += take
+            budget -= take
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise UpstreamError("The local model could not decode a batch.",
+                                reason="local_failed", detail=f"llama_decode returned {rc}")
+        for seq, row in rows:
+            token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row))
+            self._take(seq, token)
+
+    def _take(self, seq: _Seq, token: int) -> None:
+        """Handle one sampled token of ``seq``: emit text, or end the choice."""
+        import llama_cpp
+
+        job = seq.job
+        if job.cancelled.is_set():
+            self._end_job(seq)
+            return
+        p = job.params
+        seq.count += 1
+        job.completion_tokens += 1
+        self.tokens_generated += 1
+        llm = self._llm
+        finish: str | None = None
+        stops = p.stop
+        if token == llm.token_eos() or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+            finish = "stop"
+        else:
+            seq.pending += seq.decoder.decode(llm.detokenize([token], special=False))
+            if stops:
+                cut = min((i for i in (seq.pending.find(s) for s in stops) if i >= 0),
+                          default=-1)
+                if cut >= 0:
+                    seq.pending = seq.pending[:cut]
+                    finish = "stop"
+            if finish is None and seq.count >= job.max_tokens:
+                finish = "length"
+            if finish is None and seq.n_past >= self.n_ctx:
+                finish = "length"
+        if finish is None:
+            safe = (len(seq.pending) - _partial_stop(seq.pending, stops) if stops
+                    else len(seq.pending))
+            if p.trim:
+                safe = len(seq.pending[:safe].rstrip())
+            if safe > 0:
+                text, seq.pending = seq.pending[:safe], seq.pending[safe:]
+                if seq.at_start:
+                    text = text.lstrip()
+                    seq.at_start = not text
+                if text:
+                    job.emit(Piece(seq.index, text))
+            seq.last = token
+            return
+        pending = seq.pending + seq.decoder.decode(b"", final=True)
+        if p.trim:
+            pending = pending.strip() if seq.at_start else pending
+            pending = pending.rstrip() if finish == "stop" else pending
+        job.emit(Piece(seq.index, pending, finish))
+        if seq.index + 1 < p.n and not job.cancelled.is_set():
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+            seq.index += 1
+            self._start_choice(seq)
+        else:
+            self._end_job(seq)
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _sampler_chain(n_vocab: int, temperature: float, top_k: int, top_p: float,
+                   repeat_penalty: float, frequency_penalty: float, presence_penalty: float,
+                   seed: int) -> Any:
+    """The chain ``Llama.generate`` builds for these settings (min_p 0, typical_p 1)."""
+    import llama_cpp
+
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    add(chain, llama_cpp.llama_sampler_init_penalties(
+        n_vocab, PENALTY_LAST_N, repeat_penalty, frequency_penalty, presence_penalty))
+    if temperature < 0.0:
+        add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    elif temperature == 0.0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+    else:
+        add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
+        add(chain, llama_cpp.llama_sampler_init_typical(1.0, 1))
+        add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_min_p(0.0, 1))
+        add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+        add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+def make_engine(model_path: str | Callable[[], str], *, parallel: int, n_ctx: int,
+                n_threads: int | None, max_queue: int, repack: Repack,
+                shared_cache: bool = False) -> LocalEngine:
+    """The single-sequence engine for ``parallel == 1``, the batched one above it."""
+    if parallel <= 1:
+        return LocalEngine(model_path, n_ctx=n_ctx, n_threads=n_threads, max_queue=max_queue,
+                           repack=repack)
+    return BatchedEngine(model_path, parallel=parallel, n_ctx=n_ctx, n_threads=n_threads,
+                         max_queue=max_queue, repack=repack, unified=shared_cache)
