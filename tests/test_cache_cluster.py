@@ -13,7 +13,8 @@ import redis
 
 from .conftest import MOCK_KEY, MOCK_KEY_ENV
 from .fakes import FakeOpenAIUpstream, Script
-from .test_resume_cluster import Instance, start_instance, stop
+from .processes import Instance, stop
+from .test_resume_cluster import start_instance
 
 
 @pytest.fixture

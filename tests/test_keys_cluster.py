@@ -5,28 +5,23 @@ restart, and no secret reaches a log line."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from bench.procs import die_with_parent
 
 from .conftest import CREATED_SECRETS, MASTER_KEY
-from .fakes import FakeOpenAIUpstream, Script, free_port
+from .fakes import FakeOpenAIUpstream, Script
 from .keys_helpers import MASTER, bearer, chat, create_key, usage
-from .test_cli import SCRIPT, subprocess_env, wait_healthy
-from .test_resume_cluster import Instance, stop
+from .processes import Instance, start_process, stop
 
 
 def _start(tmp: Path, upstream: FakeOpenAIUpstream, redis_url: str) -> Instance:
     """An instance with the master key; its ``priced/*`` deployment costs $100 / $200 per
     million input / output tokens (a price override)."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    config = tmp / "gateway.yaml"
-    config.write_text(
+    return start_process(tmp, (
         "embedded_model: false\n"
         f"server:\n  api_key: {MASTER_KEY}\n"
         f"state:\n  backend: redis\n  url: {redis_url}\n"
@@ -34,18 +29,7 @@ def _start(tmp: Path, upstream: FakeOpenAIUpstream, redis_url: str) -> Instance:
         "models:\n"
         f"  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream.base_url}\n"
         f"  - name: 'priced/*'\n    provider: openai\n    base_url: {upstream.base_url}\n"
-        "    price: {input_per_mtok: 100, output_per_mtok: 200}\n",
-        encoding="utf-8")
-    port = free_port()
-    log_path = tmp / "serve.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen([str(SCRIPT), "serve", "--port", str(port), "--config",
-                                 str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=subprocess_env(), cwd=tmp,
-                                preexec_fn=die_with_parent)
-    instance = Instance(proc, f"http://127.0.0.1:{port}", port, log_path)
-    wait_healthy(instance.url, proc)
-    return instance
+        "    price: {input_per_mtok: 100, output_per_mtok: 200}\n"))
 
 
 @pytest.fixture(scope="module")

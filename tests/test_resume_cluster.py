@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,59 +20,24 @@ import openai
 import orjson
 import pytest
 import redis
-from bench.procs import die_with_parent
 
 from sluicegate.client import Client
 
-from .fakes import free_port
 from .fakes_story import CuttingProxy, StoryUpstream
+from .processes import Instance, start_process, stop
 from .resume_helpers import MESSAGES, body, parse_events, read_until, resume, text_of
-from .test_cli import SCRIPT, subprocess_env, wait_healthy
 
 WORDS = [f"t{i} " for i in range(60)]
 
 
-@dataclass
-class Instance:
-    proc: subprocess.Popen[bytes]
-    url: str
-    port: int
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
 def start_instance(tmp: Path, upstream_url: str, redis_url: str, extra: str = "") -> Instance:
-    tmp.mkdir(parents=True, exist_ok=True)
-    config = tmp / "gateway.yaml"
-    config.write_text(
+    """A gateway process on the shared Redis, resumable streams with a 1 s lease."""
+    return start_process(tmp, (
         "embedded_model: false\n"
         f"state:\n  backend: redis\n  url: {redis_url}\n"
         f"resumable:\n  lease_s: 1.0\n  grace_s: 10\n{extra}"
         "models:\n"
-        f"  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream_url}\n",
-        encoding="utf-8")
-    port = free_port()
-    log_path = tmp / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([str(SCRIPT), "serve", "--port", str(port), "--config",
-                                 str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=subprocess_env(), cwd=tmp,
-                                preexec_fn=die_with_parent)
-    instance = Instance(proc, f"http://127.0.0.1:{port}", port, log_path)
-    wait_healthy(instance.url, proc)
-    return instance
-
-
-def stop(instance: Instance) -> None:
-    if instance.proc.poll() is None:
-        instance.proc.send_signal(signal.SIGTERM)
-        try:
-            instance.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            instance.proc.kill()
-            instance.proc.wait(10)
+        f"  - name: 'mock/*'\n    provider: openai\n    base_url: {upstream_url}\n"))
 
 
 @pytest.fixture(scope="module")
