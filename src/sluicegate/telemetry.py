@@ -273,9 +273,12 @@ class RequestSpan:
             attributes["sluicegate.task"] = task
         span.set_attributes(attributes)
         if record.ttft_s is not None:
+            # The first token's wall time, counted back from now (the request's end, as the
+            # span's): the span itself may have started a little after the request's clock.
+            first_ns = time.time_ns() - int((record.duration_s - record.ttft_s) * 1e9)
             span.add_event("gen_ai.first_token",
                            {"gen_ai.server.time_to_first_token": record.ttft_s},
-                           timestamp=self._start_ns + int(record.ttft_s * 1e9))
+                           timestamp=max(self._start_ns, first_ns))
         span.add_event("gen_ai.end", {"sluicegate.outcome": record.outcome,
                                       "gen_ai.usage.output_tokens": output_tokens})
         if error_type is not None:
