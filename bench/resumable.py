@@ -14,12 +14,8 @@ Usage: ``python bench/resumable.py [--chunks 64] [--gap-ms 20] [--concurrency 10
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 
-import procs
-from procs import BENCH, LOAD_CORE, ROOT, TARGET_CORE, VENV_BIN
+from redis_gateway import measured_load, redis_gateway
 
 
 def main() -> None:
@@ -30,58 +26,16 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1500)
     parser.add_argument("--order", default="plain,resumable,plain,resumable")
     args = parser.parse_args()
-    work = BENCH / ".work"
-    work.mkdir(exist_ok=True)
-    mock_port = procs.free_port()
-    mock = procs.spawn("mock", ["node", str(BENCH / "mock_upstream.js"), "--port",
-                                str(mock_port), "--chunks", str(args.chunks), "--gap-ms",
-                                str(args.gap_ms)], mock_port, LOAD_CORE, work)
-    procs.wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock, 30)
-    redis_proc, redis_url = procs.start_redis(work / "redis")
-    config = work / "resumable.yaml"
-    config.write_text("embedded_model: false\nmodels:\n  - name: mock\n    provider: openai\n"
-                      f"    base_url: http://127.0.0.1:{mock_port}/v1\n"
-                      f"state:\n  backend: redis\n  url: {redis_url}\n", encoding="utf-8")
-    port = procs.free_port()
-    gateway = procs.spawn("sluicegate", [str(VENV_BIN / "sluicegate"), "serve", "--config",
-                                         str(config), "--port", str(port)], port, TARGET_CORE,
-                          work)
-    procs.wait_http(f"http://127.0.0.1:{port}/healthz", gateway, 60)
-    out = work / "resumable.json"
-
-    def load(streams: int, resumable: bool) -> dict[str, object]:
-        argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(BENCH / "loadgen.py"),
-                "--url", f"http://127.0.0.1:{port}/v1/chat/completions", "--model", "mock",
-                "--concurrency", str(args.concurrency), "--streams", str(streams),
-                "--max-seconds", "300", "--include-usage", "--out", str(out)]
-        if resumable:
-            argv.append("--resumable")
-        subprocess.run(argv, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, timeout=400,
-                       preexec_fn=procs.die_with_parent)
-        result: dict[str, object] = json.loads(out.read_text())
-        return result
-
-    try:
+    with redis_gateway("resumable", args.chunks, args.gap_ms) as setup:
         for kind in args.order.split(","):
-            resumable = kind == "resumable"
-            load(args.concurrency, resumable)  # warm-up
-            gw_before = procs.cpu_seconds(gateway.pid)
-            redis_before = procs.cpu_seconds(redis_proc.pid)
-            r = load(args.streams, resumable)
-            gw_cpu = procs.cpu_seconds(gateway.pid) - gw_before
-            redis_cpu = procs.cpu_seconds(redis_proc.pid) - redis_before
-            chunks = max(1, int(r["chunks_total"]))  # type: ignore[call-overload]
-            done = max(1, int(r["completed"]))  # type: ignore[call-overload]
-            ttft = r["ttft_ms"]
-            assert isinstance(ttft, dict)
-            print(f"{kind}: {gw_cpu * 1e6 / chunks:.1f} µs/chunk, "
-                  f"{gw_cpu * 1e6 / done:.0f} µs/request (redis {redis_cpu * 1e6 / chunks:.1f} "
-                  f"µs/chunk), TTFT p50 {ttft['p50']:.2f} ms, p99 {ttft['p99']:.2f} ms, "
+            extra = ["--resumable"] if kind == "resumable" else []
+            m = measured_load(setup, args.concurrency, args.streams, *extra)
+            r, ttft = m.result, m.result["ttft_ms"]
+            print(f"{kind}: {m.gateway_cpu_s * 1e6 / m.chunks:.1f} µs/chunk, "
+                  f"{m.gateway_cpu_s * 1e6 / m.completed:.0f} µs/request (redis "
+                  f"{m.redis_cpu_s * 1e6 / m.chunks:.1f} µs/chunk), TTFT p50 "
+                  f"{ttft['p50']:.2f} ms, p99 {ttft['p99']:.2f} ms, "
                   f"{r['chunks_per_s']:.0f} chunks/s, errors {r['errors']}", flush=True)
-    finally:
-        gateway.stop()
-        mock.stop()
-        procs.stop_redis(redis_proc)
 
 
 if __name__ == "__main__":
