@@ -50,14 +50,13 @@ from __future__ import annotations
 import codecs
 import logging
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UpstreamError
-from .cpu import Repack, features_used, load_llama
+from .cpu import Repack, load_llama
 from .engine import Finished, Job, LocalEngine, Piece, _partial_stop
 
 __all__ = ["PREFILL_CHUNK", "BatchedEngine", "make_engine"]
@@ -158,13 +157,7 @@ class BatchedEngine(LocalEngine):
             self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
             self._n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
             self._llm = llm
-            self.features = features_used(self.repack)
-            log.info("local model on %s: weight repacking %s (%s); CPU features used: %s",
-                     self.cpu.model, "on" if self.repack.use_extra_bufts else "off",
-                     self.repack.reason, " ".join(self.features) or "none reported")
-            self._thread = threading.Thread(target=self._worker, name="sluicegate-local",
-                                            daemon=True)
-            self._thread.start()
+            self._start_worker()
 
     # The worker: everything below runs on the engine's one thread.
 

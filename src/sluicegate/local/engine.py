@@ -158,13 +158,17 @@ class LocalEngine:
             log.info("loading local model %s", path)
             self._llm = load_llama(str(path), self.repack, n_ctx=self.n_ctx,
                                    n_threads=self.n_threads, n_batch=512, verbose=False)
-            self.features = features_used(self.repack)
-            log.info("local model on %s: weight repacking %s (%s); CPU features used: %s",
-                     self.cpu.model, "on" if self.repack.use_extra_bufts else "off",
-                     self.repack.reason, " ".join(self.features) or "none reported")
-            self._thread = threading.Thread(target=self._worker, name="sluicegate-local",
-                                            daemon=True)
-            self._thread.start()
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Log what the loaded model runs on, then start the engine's thread."""
+        self.features = features_used(self.repack)
+        log.info("local model on %s: weight repacking %s (%s); CPU features used: %s",
+                 self.cpu.model, "on" if self.repack.use_extra_bufts else "off",
+                 self.repack.reason, " ".join(self.features) or "none reported")
+        self._thread = threading.Thread(target=self._worker, name="sluicegate-local",
+                                        daemon=True)
+        self._thread.start()
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` by the model's tokenizer (loads the model if needed)."""
