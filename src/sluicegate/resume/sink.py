@@ -86,8 +86,7 @@ class LogSink(web.StreamResponse):
             try:
                 await self.state.set(self.stream_keys.done, str(self.seq).encode(),
                                      ttl_s=self.settings.retention_s)
-                for name in (self.stream_keys.log, self.stream_keys.meta):
-                    await self.state.expire(name, self.settings.retention_s)
+                await self.state.expire(self.stream_keys.meta, self.settings.retention_s)
                 await self.state.log_expire(self.stream_keys.log, self.settings.retention_s)
             except StateUnavailable as exc:
                 log.warning("stream %s: could not mark its end in the state: %s",
