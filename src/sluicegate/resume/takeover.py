@@ -31,7 +31,7 @@ from ..policy import Policy
 from ..providers.base import first_dialect
 from ..relay import SSE_HEADERS, Chain, Run, frame_chunk
 from ..schemas import ChatRequest, parse_chat_request
-from ..shaping import shaper_for
+from ..shaping import StreamShaper, shaper_for
 from ..sse import DONE
 from ..state import StateBackend
 from .log import StreamKeys, StreamMeta, event_data, split_events
@@ -97,6 +97,17 @@ async def _read_story(resumer: Host, keys: StreamKeys) -> _Story:
                         story.finished = True
 
 
+def _seeded(req: ChatRequest, story: _Story, dialect: str | None) -> StreamShaper:
+    """A shaper that carries on the stream the log tells of: its id, created, started choices
+    and delivered text (usage estimated with ``dialect``'s tokenizer)."""
+    shaper = shaper_for(req, dialect)
+    shaper.id = story.id or shaper.id
+    shaper.created = story.created or shaper.created
+    shaper.started.update(story.choices or {0})
+    shaper.pieces = list(story.pieces)
+    return shaper
+
+
 async def take_over(resumer: Host, request: web.Request, keys: StreamKeys,
                     meta: StreamMeta) -> None:
     """Continue an orphaned stream here, if this instance wins its lease (else nothing)."""
@@ -113,12 +124,7 @@ async def take_over(resumer: Host, request: web.Request, keys: StreamKeys,
     log.warning("stream %s: its producer stopped renewing its lease after event %d; "
                 "continuing it here", stream_id, story.last_seq)
     req = parse_chat_request(meta.raw)
-    shaper = shaper_for(req, None)
-    if story.id is not None:
-        shaper.id = story.id
-    if story.created is not None:
-        shaper.created = story.created
-    shaper.started.update(story.choices or {0})
+    shaper = _seeded(req, story, None)
     sink = LogSink(state, settings, stream_id, dict(SSE_HEADERS), next_seq=story.last_seq + 1,
                    local=False)
     await sink.prepare(request)
@@ -128,7 +134,6 @@ async def take_over(resumer: Host, request: web.Request, keys: StreamKeys,
             closing = [shaper.usage_chunk()] if req.include_usage and not story.usage_sent else []
             out = b"".join(frame_chunk(c) for c in closing)
         else:
-            shaper.pieces = list(story.pieces)
             error = UpstreamError(
                 f"The instance producing stream {stream_id} stopped, and the stream cannot be "
                 "continued (its start is no longer kept, or it has several choices).",
@@ -146,16 +151,12 @@ async def take_over(resumer: Host, request: web.Request, keys: StreamKeys,
         continued = parse_chat_request(raw)
         policy, chain = resumer.plan(continued)
     except GatewayError as exc:
-        shaper.pieces = list(story.pieces)
         await sink.write(frame_chunk(shaper.error_chunk(exc)) + DONE)
         await sink.write_eof()
         await state.release_lease(keys.lease, resumer.owner)
         return
     # The first part's usage, counted from what was delivered (its producer never recorded it).
-    shaper = shaper_for(req, first_dialect(chain))
-    shaper.id, shaper.created = story.id or shaper.id, story.created or shaper.created
-    shaper.started.update(story.choices or {0})
-    shaper.pieces = list(story.pieces)
+    shaper = _seeded(req, story, first_dialect(chain))
     shaper.carry_usage(None)
     shaper.prompt_text = shaper.prompt_text + "\n" + partial
     run = Run(request, continued, policy, chain, resumer.metrics, sink=sink, shaper=shaper)
