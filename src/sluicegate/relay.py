@@ -18,6 +18,9 @@ Streaming (OpenAI dialect, docs/wire.md §2):
    before it drains) + one upstream read (≤ 384 KiB: aiohttp pauses the socket past 128 KiB,
    and the read that crosses that line brings up to 256 KiB) for that client.
 
+The chunks are rendered for the client by the run's ``Egress`` (``sluicegate.egress``): Chat
+Completions SSE inline on the hot path, or another dialect's events (``sluicegate.ingress``).
+
 Whatever the ending (completed, failed, cancelled, timed out), ``finish`` closes every upstream
 stream and records usage once: the upstream's own, else counted exactly by the provider, else
 estimated (marked ``"estimated": true``); a continued stream counts both attempts.
@@ -39,6 +42,7 @@ from . import telemetry
 from .accounting import Accounted, account
 from .accumulate import Accumulator
 from .chunks import Chunk
+from .egress import CHAT, Egress
 from .errors import (
     GatewayError,
     UpstreamError,
@@ -53,7 +57,6 @@ from .policy import Policy
 from .providers.base import ChunkStream, Target, first_dialect
 from .schemas import ChatRequest, CompletionRequest, parse_chat_request
 from .shaping import StreamShaper, shaper_for
-from .sse import DONE, KEEP_ALIVE
 from .watchdog import Watchdog
 
 __all__ = ["SSE_HEADERS", "Recorder", "Run", "frame_chunk"]
@@ -101,12 +104,14 @@ class Run:
     def __init__(self, request: web.Request, req: ChatRequest | CompletionRequest,
                  policy: Policy, chain: Chain, metrics: Metrics | None, *,
                  sink: web.StreamResponse | None = None,
-                 shaper: StreamShaper | None = None) -> None:
+                 shaper: StreamShaper | None = None, egress: Egress = CHAT) -> None:
         """``sink``: a stream's writes go there instead of to ``request``'s client (a
         resumable stream's event log, ``sluicegate.resume``); ``shaper``: one already under
-        way (a stream continued on another instance)."""
+        way (a stream continued on another instance); ``egress``: renders the stream's chunks
+        in the client's dialect (``sluicegate.egress``; Chat Completions SSE by default)."""
         self.metrics = metrics
         self.sink = sink
+        self.egress = egress
         # A virtual key's reservation (sluicegate.keys): its headers, settled after accounting.
         self.admission: Admission | None = request.get(ADMISSION)
         self.usage_extra: dict[str, Any] = {}  # more fields for the usage log line
@@ -204,7 +209,8 @@ class Run:
         while True:
             if not response.prepared:
                 await response.prepare(self.request)
-            await response.write(KEEP_ALIVE)
+            if data := self.egress.keepalive():
+                await response.write(data)
             await asyncio.sleep(self.policy.keepalive_s)
 
     async def _stream(self) -> web.StreamResponse:
@@ -237,8 +243,10 @@ class Run:
             transport.set_write_buffer_limits(high=self.policy.max_buffered_bytes)
         try:
             await self._relay(opened, response, None)
-            tail = b"".join(frame_chunk(c) for c in self.shaper.closing_chunks())
-            await response.write(tail + DONE)
+            egress = self.egress
+            tail = egress.chunks(self.shaper.closing_chunks()) + egress.done()
+            await egress.ending()
+            await response.write(tail)
             await response.write_eof()
             self.outcome = "completed"
         except GatewayError as exc:
@@ -259,13 +267,22 @@ class Run:
         if self.span is not None:
             self.span.failure = exc
         self._explain(exc)
-        out = b""
-        if self.shaper.started and self.shaper.include_usage:
-            out = frame_chunk(self.shaper.usage_chunk())
         log.warning("stream failed after headers: %s%s", exc.message, _detail(exc))
+        out = self.error_bytes(exc)
+        await self.egress.ending()
         with contextlib.suppress(ConnectionError):
-            await response.write(out + frame_chunk(self.shaper.error_chunk(exc)) + DONE)
+            await response.write(out)
             await response.write_eof()
+
+    def error_bytes(self, exc: GatewayError) -> bytes:
+        """The end of a stream that failed with ``exc``, rendered by the egress: the usage
+        chunk (if the client asked for usage and content was sent), the error chunk, the
+        stream's end."""
+        chunks: list[Chunk] = []
+        if self.shaper.started and self.shaper.include_usage:
+            chunks.append(self.shaper.usage_chunk())
+        chunks.append(self.shaper.error_chunk(exc))
+        return self.egress.chunks(chunks) + self.egress.done()
 
     def _explain(self, exc: GatewayError) -> None:
         """Reword an upstream failure after the first token (provider, tokens delivered);
@@ -306,8 +323,12 @@ class Run:
         shape = self.shaper.shape
         dumps = orjson.dumps
         watch = Watchdog(self.policy.timeouts.stall)
+        # Chat Completions inline (the hot path); another dialect through its egress.
+        render = None if self.egress is CHAT else self.egress.chunks
 
         def frames(batch: list[Chunk]) -> bytes:
+            if render is not None:
+                return render([s for c in batch if (s := shape(c)) is not None])
             return b"".join([b"data: " + dumps(s) + b"\n\n" for c in batch
                              if (s := shape(c)) is not None])
 
@@ -332,6 +353,12 @@ class Run:
                                 # serialise per event, one write per upstream read.
                                 async for batch in opened.iterator:
                                     watch.reads += 1
+                                    if render is not None:
+                                        if out := frames(batch):
+                                            watch.writing = True
+                                            await write(out)
+                                            watch.writing = False
+                                        continue
                                     out_list = [b"data: " + dumps(s) + b"\n\n" for c in batch
                                                 if (s := shape(c)) is not None]
                                     if out_list:

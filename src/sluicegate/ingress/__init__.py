@@ -7,7 +7,7 @@
 
 Each translates its request into the gateway's chat request, serves it with ``Run`` (failover,
 keep-alives, limits, usage accounting, disconnect cancellation) and rewrites the chat stream
-into its own events on the way out (``common.DialectSink``). ``register`` adds the routes;
+into its own events on the way out (``common.DialectEgress``). ``register`` adds the routes;
 ``error_response_for`` renders an error in the dialect of the path it happened on.
 """
 

@@ -5,7 +5,7 @@ The body is validated and translated to a chat request (``anthropic_request``) t
 plans as usual. When the chain starts at an Anthropic upstream, that upstream gets the client's
 own body (the model name replaced) and its ``anthropic-version`` / ``anthropic-beta`` headers
 (``ChatRequest.native``); any other upstream gets the translation. Either way ``Run`` serves it,
-and ``MessagesSink`` turns the OpenAI chunks it writes into Messages events:
+and ``MessagesEgress`` turns the OpenAI chunks it writes into Messages events:
 
 - ``message_start`` (``usage.input_tokens`` estimated, the exact count follows in
   ``message_delta``) before anything else, then ``ping`` for each keep-alive;
@@ -43,9 +43,9 @@ from ..providers.local import LocalProvider
 from ..schemas import NativeRequest, parse_chat_request
 from ..tokens import counter_for
 from .anthropic_request import check_common, prompt_text, to_chat_body
-from .common import DialectSink, named_event, route_headers, run_request
+from .common import DialectEgress, named_event, route_headers, run_request
 
-__all__ = ["MessagesSink", "count_tokens", "error_body", "messages"]
+__all__ = ["MessagesEgress", "count_tokens", "error_body", "messages"]
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "content_filter": "refusal", "function_call": "tool_use"}
@@ -86,7 +86,7 @@ def _usage(usage: dict[str, Any] | None, fallback_input: int) -> dict[str, Any]:
             "output_tokens": int(usage.get("completion_tokens") or 0)}
 
 
-class MessagesSink(DialectSink):
+class MessagesEgress(DialectEgress):
     """The Messages event stream of one request (see the module docstring)."""
 
     def __init__(self, model: str) -> None:
@@ -261,8 +261,8 @@ async def messages(gateway: Any, request: web.Request) -> web.StreamResponse:
         native = {k: v for k, v in body.items() if k != "stream"}
         req.native = NativeRequest("anthropic", native, _forwarded(request))
     if stream:
-        sink = MessagesSink(req.model)
-        _, response = await run_request(gateway, request, req, policy, chain, sink)
+        egress = MessagesEgress(req.model)
+        _, response = await run_request(gateway, request, req, policy, chain, egress)
         return response
     _, response = await run_request(gateway, request, req, policy, chain, None)
     assert isinstance(response, web.Response) and response.body is not None

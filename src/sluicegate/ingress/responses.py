@@ -2,7 +2,7 @@
 ``previous_response_id`` continues a stored response (``response_store``).
 
 The body is translated to a chat request (``responses_request``) and served by ``Run``;
-``ResponsesSink`` turns the chat chunks into the events the openai SDK's ``responses.stream()``
+``ResponsesEgress`` turns the chat chunks into the events the openai SDK's ``responses.stream()``
 helper requires, every one named (``event: <type>``) with a ``sequence_number``:
 
 - ``response.created`` and ``response.in_progress`` first (the response ``status:
@@ -37,10 +37,10 @@ from aiohttp import web
 from ..errors import InvalidRequestError
 from ..schemas import parse_chat_request
 from . import response_store
-from .common import DialectSink, named_event, route_headers, run_request
+from .common import DialectEgress, named_event, route_headers, run_request
 from .responses_request import to_chat_body
 
-__all__ = ["ResponsesSink", "create", "to_response"]
+__all__ = ["ResponsesEgress", "create", "to_response"]
 
 
 def _id(prefix: str) -> str:
@@ -86,7 +86,7 @@ class _Shell:
             "usage": usage, **extra}
 
 
-class ResponsesSink(DialectSink):
+class ResponsesEgress(DialectEgress):
     """The Responses event stream of one request (see the module docstring)."""
 
     def __init__(self, body: dict[str, Any], model: str,
@@ -293,8 +293,8 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
 
     keep = body.get("store") is not False
     if stream:
-        sink = ResponsesSink(body, req.model, store if keep else None)
-        _, response = await run_request(gateway, request, req, policy, chain, sink)
+        egress = ResponsesEgress(body, req.model, store if keep else None)
+        _, response = await run_request(gateway, request, req, policy, chain, egress)
         return response
     _, response = await run_request(gateway, request, req, policy, chain, None)
     assert isinstance(response, web.Response) and response.body is not None

@@ -8,8 +8,9 @@ every ``lease_s / 3`` s (at most 1 s):
 - stops generation, as a cancel would (usage recorded), once no client has read the stream for
   ``grace_s`` s: neither the local one nor a resuming reader (the ``reader`` key).
 
-Whatever the ending, the log ends with ``data: [DONE]`` (after the error frame when the run
-could not write its own), so a reader never waits on a stream nobody produces.
+Whatever the ending, the log ends with the stream's end (``data: [DONE]`` in Chat Completions,
+after the error frame when the run could not write its own), so a reader never waits on a
+stream nobody produces.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ..errors import StreamCancelledError
-from ..relay import Run, frame_chunk
-from ..sse import DONE
+from ..relay import Run
 from ..state import StateBackend, StateUnavailable
 from .sink import LogSink
 
@@ -78,7 +78,7 @@ class Producer:
                 error = StreamCancelledError("The stream's producer stopped.",
                                              code="stream_cancelled")
                 with contextlib.suppress(Exception):
-                    await sink.write(frame_chunk(self.run.shaper.error_chunk(error)) + DONE)
+                    await sink.write(self.run.error_bytes(error))
                 await sink.write_eof()
             await self.state.release_lease(sink.stream_keys.lease, self.owner)
         except StateUnavailable as exc:
