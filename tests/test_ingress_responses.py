@@ -162,7 +162,7 @@ def test_midstream_failure_is_response_failed(gw: ServerThread,
 
 @pytest.mark.parametrize(("body", "param"), [
     ({"input": "hi", "previous_response_id": "resp_1"}, "previous_response_id"),
-    ({"input": "hi", "background": True}, "background"),
+    ({"input": "hi", "background": True, "store": False}, "store"),
     ({"input": []}, "input"),
     ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools.0.type"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},

@@ -3,7 +3,8 @@
 - ``POST /v1/messages``, ``POST /v1/messages/count_tokens``: Anthropic Messages
   (``anthropic_messages``);
 - ``POST /v1/responses``: OpenAI Responses (``responses``; ``previous_response_id`` through
-  ``response_store``).
+  ``response_store``); ``background: true``, ``GET /v1/responses/{id}`` and
+  ``POST /v1/responses/{id}/cancel`` through ``background``.
 
 Each translates its request into the gateway's chat request, serves it with ``Run`` (failover,
 keep-alives, limits, usage accounting, disconnect cancellation) and rewrites the chat stream
@@ -19,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import GatewayError
-from . import anthropic_messages, responses
+from . import anthropic_messages, background, responses
 
 __all__ = ["error_response_for", "register"]
 
@@ -39,6 +40,7 @@ def register(app: web.Application, gateway: Any) -> None:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_post("/v1/responses", create_response)
+    background.register(app, gateway)
 
 
 def error_response_for(path: str, error: GatewayError) -> web.Response | None:

@@ -18,7 +18,7 @@ helper requires, every one named (``event: <type>``) with a ``sequence_number``:
   ``output_tokens``, ``total_tokens``), or ``response.incomplete`` (``incomplete_details.reason:
   max_output_tokens``) when the token limit cut the answer;
 - a failure mid-stream → an ``error`` event (``code``, ``message``), then ``response.failed``
-  with ``response.error``.
+  with ``response.error`` (``status: cancelled`` for a cancelled background response).
 
 Keep-alives stay ``: keep-alive`` comments (the SDK's decoder ignores them). Reasoning text
 (``delta.reasoning_content``) is not relayed. A non-stream request gets the response object.
@@ -36,7 +36,7 @@ from aiohttp import web
 
 from ..errors import InvalidRequestError
 from ..schemas import parse_chat_request
-from . import response_store
+from . import background, response_store
 from .common import DialectEgress, named_event, route_headers, run_request
 from .responses_request import to_chat_body
 
@@ -62,8 +62,9 @@ def _usage(usage: dict[str, Any] | None, fallback_input: int) -> dict[str, Any]:
 class _Shell:
     """The fields every response object carries, from the request."""
 
-    def __init__(self, body: dict[str, Any], model: str) -> None:
-        self.id = _id("resp")
+    def __init__(self, body: dict[str, Any], model: str, response_id: str | None = None
+                 ) -> None:
+        self.id = response_id or _id("resp")
         self.created_at = int(time.time())
         self.model = model
         self.body = body
@@ -83,6 +84,7 @@ class _Shell:
             "previous_response_id": body.get("previous_response_id"),
             "text": body.get("text") or {"format": {"type": "text"}},
             "metadata": body.get("metadata") or {}, "store": body.get("store") is not False,
+            "background": body.get("background") is True,
             "usage": usage, **extra}
 
 
@@ -91,11 +93,11 @@ class ResponsesEgress(DialectEgress):
 
     def __init__(self, body: dict[str, Any], model: str,
                  store: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None,
-                 ) -> None:
+                 response_id: str | None = None) -> None:
         """``store(response_id, output)``: called when the response completed (or ended
         incomplete), before ``response.completed`` is sent."""
         super().__init__()
-        self.shell = _Shell(body, model)
+        self.shell = _Shell(body, model, response_id)
         self.store = store
         self.succeeded = False
         self.seq = 0
@@ -218,13 +220,17 @@ class ResponsesEgress(DialectEgress):
                         output_index=position, delta=arguments)
 
     def _fail(self, error: dict[str, Any], out: list[bytes]) -> None:
+        if self.ended:
+            return  # one ending only
         self.ended = True
         code = str(error.get("code") or "server_error")
         message = str(error.get("message") or "The stream failed.")
         self._sync()
         self._event("error", out, code=code, message=message, param=None)
+        # A stop on purpose (a background response's cancel) is "cancelled", not "failed".
+        status = "cancelled" if code in ("stream_cancelled", "no_reader") else "failed"
         self._event("response.failed", out, response=self.shell.response(
-            "failed", self.output, None, error={"code": code, "message": message}))
+            status, self.output, None, error={"code": code, "message": message}))
 
     def on_done(self) -> bytes:
         if self.ended:
@@ -292,6 +298,12 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
                                   [*conversation, response_store.output_message(output)])
 
     keep = body.get("store") is not False
+    if body.get("background") is True:
+        background.check(body)
+        egress = ResponsesEgress(body, req.model, store if keep else None,
+                                 response_id=background.new_response_id())
+        return await background.create(gateway, request, req, policy, chain, egress,
+                                       stream=stream)
     if stream:
         egress = ResponsesEgress(body, req.model, store if keep else None)
         _, response = await run_request(gateway, request, req, policy, chain, egress)

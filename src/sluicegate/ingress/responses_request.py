@@ -14,10 +14,11 @@ body the gateway routes:
   ``parallel_tool_calls``;
 - ``max_output_tokens`` → ``max_tokens``, ``temperature``, ``top_p``, ``reasoning.effort`` →
   ``reasoning_effort``, ``user`` / ``safety_identifier``, ``text.format`` (json_schema,
-  json_object) → ``response_format``; ``store``, ``metadata``, ``truncation`` are ignored.
+  json_object) → ``response_format``; ``store``, ``metadata``, ``truncation`` are ignored
+  here (``background`` is served by ``ingress.background``).
 
-Refused with 400 naming the field: ``conversation`` and ``background`` (not kept by the
-gateway; ``previous_response_id`` is, see ``response_store``), built-in tools
+Refused with 400 naming the field: ``conversation`` (not kept by the gateway;
+``previous_response_id`` is, see ``response_store``), built-in tools
 (``tools.<i>.type``), ``input_file`` parts and other item types.
 """
 
@@ -163,8 +164,6 @@ def to_chat_body(body: Any, *, stream: bool,
         if body.get(field) is not None:
             raise _bad(field, "not supported: send the conversation in 'input', or continue "
                        "a stored response with 'previous_response_id'")
-    if body.get("background"):
-        raise _bad("background", "background responses are not supported")
     messages = [*(history or ()), *_input(body)]
     instructions = body.get("instructions")
     if instructions is not None:

@@ -67,18 +67,27 @@ class StreamKeys:
 
 @dataclass(frozen=True, slots=True)
 class StreamMeta:
-    """What a resume needs: ``auth`` (the caller's key digest), ``raw`` (the request body)."""
+    """What a resume needs: ``auth`` (the caller's key digest), ``raw`` (the chat request
+    body), ``dialect`` (the events' dialect: ``chat``, or ``responses`` for a background
+    response) and ``response`` (a background response's object as it was created)."""
 
     auth: str
     raw: dict[str, Any]
+    dialect: str = "chat"
+    response: dict[str, Any] | None = None
 
     def dumps(self) -> bytes:
-        return orjson.dumps({"v": 1, "auth": self.auth, "raw": self.raw})
+        obj: dict[str, Any] = {"v": 1, "auth": self.auth, "raw": self.raw}
+        if self.dialect != "chat":
+            obj["dialect"] = self.dialect
+            obj["response"] = self.response
+        return orjson.dumps(obj)
 
     @classmethod
     def loads(cls, data: bytes) -> StreamMeta:
         obj = orjson.loads(data)
-        return cls(auth=str(obj["auth"]), raw=dict(obj["raw"]))
+        return cls(auth=str(obj["auth"]), raw=dict(obj["raw"]),
+                   dialect=str(obj.get("dialect") or "chat"), response=obj.get("response"))
 
 
 def auth_digest(header: str | None) -> str:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from ..errors import StreamCancelledError
+from ..errors import GatewayError, StreamCancelledError
 from ..relay import Run
 from ..state import StateBackend, StateUnavailable
 from .sink import LogSink
@@ -38,12 +38,16 @@ class Producer:
     lease. ``track`` registers the run with the gateway (shutdown waits for it)."""
 
     def __init__(self, state: StateBackend, run: Run, sink: LogSink, owner: str,
-                 track: Track) -> None:
+                 track: Track, *, background: bool = False) -> None:
+        """``background``: generate to the end whether or not anyone reads (no ``grace_s``
+        stop), and log a failure before the first content too, so it can be read back."""
         self.state = state
         self.run = run
         self.sink = sink
         self.owner = owner
         self.track = track
+        self.background = background
+        self.failure: GatewayError | None = None
         self.settings = sink.settings
         self.task: asyncio.Task[None] | None = None
 
@@ -61,6 +65,10 @@ class Producer:
         try:
             with self.track(self.run):
                 await self.run.serve(stream=True)
+        except GatewayError as exc:
+            self.failure = exc
+            if not self.background:
+                raise  # the waiting client's status
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -70,10 +78,14 @@ class Producer:
     async def _finish(self) -> None:
         sink = self.sink
         try:
-            if not sink.prepared:
+            if not sink.prepared and not self.background:
                 # Failed before any content: the client got a status; nothing to resume.
                 await self.state.delete(*sink.stream_keys.all())
                 return
+            if not sink.prepared and self.failure is not None and not sink.ended:
+                # A background stream that failed before any content: its readers see why.
+                await sink.write(self.run.error_bytes(self.failure))
+                await sink.write_eof()
             if not sink.ended:
                 error = StreamCancelledError("The stream's producer stopped.",
                                              code="stream_cancelled")
@@ -110,7 +122,8 @@ class Producer:
                 if await self.state.get(keys.cancel) is not None:
                     self.cancel("stream_cancelled", "The stream was cancelled (DELETE).")
                     return
-                if self.sink.local is not None or await self.state.get(keys.reader):
+                if (self.background or self.sink.local is not None
+                        or await self.state.get(keys.reader)):
                     last_reader = now
                 elif now - last_reader >= settings.grace_s:
                     log.info("stream %s: no reader for %s s; generation stopped",

@@ -26,10 +26,12 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from ..config import GatewayConfig
+from ..egress import CHAT, Egress
 from ..errors import (
     InvalidLastEventIdError,
     StateUnavailableError,
@@ -46,6 +48,7 @@ from .log import (
     StreamKeys,
     StreamMeta,
     auth_digest,
+    frame,
     is_done,
     new_stream_id,
     parse_resume_point,
@@ -78,6 +81,9 @@ class Resumer:
         self.track = track
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.producers: dict[str, Producer] = {}  # streams generated here
+        # Per non-chat dialect: the failure event(s) of a stream whose producer died, given
+        # its metadata and its last seq (``_end_orphan``).
+        self.orphan_events: dict[str, Callable[[StreamMeta, int], bytes]] = {}
 
     # -- start -------------------------------------------------------------------------------
 
@@ -85,9 +91,21 @@ class Resumer:
                     chain: Chain) -> web.StreamResponse:
         """Serve ``req`` as a resumable stream. Raises ``StateUnavailableError`` (503) when the
         state cannot be reached, and what a plain stream raises before its first content."""
-        stream_id = new_stream_id()
+        producer = await self.launch(request, req, policy, chain)
+        return await self.attach(request, producer)
+
+    async def launch(self, request: web.Request, req: ChatRequest, policy: Policy, chain: Chain,
+                     *, stream_id: str | None = None, egress: Egress = CHAT,
+                     dialect: str = "chat", response: dict[str, Any] | None = None,
+                     background: bool = False, local: bool = True) -> Producer:
+        """Start generating ``req`` into a new event log (``stream_id``, fresh by default),
+        rendered by ``egress`` in ``dialect`` (``StreamMeta``); ``local``: queued for this
+        request's client too (``attach``); ``background``: see ``Producer``. Raises
+        ``StateUnavailableError`` (503) when the state cannot be reached."""
+        stream_id = stream_id or new_stream_id()
         keys = StreamKeys.of(stream_id)
-        meta = StreamMeta(auth=auth_digest(_credential(request)), raw=req.raw)
+        meta = StreamMeta(auth=auth_digest(_credential(request)), raw=req.raw,
+                          dialect=dialect, response=response)
         try:
             # Two commands in flight at once: one round trip before the stream starts.
             await asyncio.gather(
@@ -100,12 +118,17 @@ class Resumer:
                 "retry, or send the request without stream_options.resumable.") from None
         stall = policy.timeouts.stall
         # Under the relay's stall limit, whose watchdog would end the whole run instead.
-        sink = LogSink(self.state, self.settings, stream_id, dict(SSE_HEADERS),
+        sink = LogSink(self.state, self.settings, stream_id, dict(SSE_HEADERS), local=local,
                        max_buffered_bytes=policy.max_buffered_bytes,
                        drain_timeout_s=10.0 if stall is None else stall / 2)
-        run = Run(request, req, policy, chain, self.metrics, sink=sink)
+        run = Run(request, req, policy, chain, self.metrics, sink=sink, egress=egress)
         run.usage_extra["stream_id"] = stream_id
-        producer = self._launch(run, sink)
+        return self._launch(run, sink, background=background)
+
+    async def attach(self, request: web.Request, producer: Producer) -> web.StreamResponse:
+        """Stream what ``producer`` generates to ``request``'s client as it is logged. Raises
+        what the run raised when it failed before its first content."""
+        sink = producer.sink
         assert producer.task is not None and sink.local is not None
         queue = sink.local
         started = asyncio.ensure_future(sink.started.wait())
@@ -118,8 +141,11 @@ class Resumer:
             started.cancel()
         if not sink.prepared:
             producer.task.result()  # raises the failure before the first content
+            if producer.failure is not None:
+                raise producer.failure
             raise AssertionError("the stream ended without a response")  # pragma: no cover
-        response = web.StreamResponse(headers={**sink.headers, STREAM_ID_HEADER: stream_id})
+        response = web.StreamResponse(
+            headers={**sink.headers, STREAM_ID_HEADER: sink.stream_id})
         try:
             await response.prepare(request)
             while (data := await queue.get()) is not None:
@@ -140,8 +166,9 @@ class Resumer:
         """Produce ``run`` (a stream taken over from a dead instance) here."""
         self._launch(run, sink)
 
-    def _launch(self, run: Run, sink: LogSink) -> Producer:
-        producer = Producer(self.state, run, sink, self.owner, self.track)
+    def _launch(self, run: Run, sink: LogSink, *, background: bool = False) -> Producer:
+        producer = Producer(self.state, run, sink, self.owner, self.track,
+                            background=background)
         self.producers[sink.stream_id] = producer
         task = producer.start()
         task.add_done_callback(lambda _: self.producers.pop(sink.stream_id, None))
@@ -149,8 +176,9 @@ class Resumer:
 
     # -- resume ------------------------------------------------------------------------------
 
-    async def _meta(self, request: web.Request, stream_id: str) -> StreamMeta:
-        """The stream's metadata, if the caller may see it; ``StreamNotFoundError`` else."""
+    async def meta(self, request: web.Request, stream_id: str) -> StreamMeta:
+        """The stream's metadata, if the caller may see it. Raises ``StreamNotFoundError``
+        (404) for an unknown or expired stream or another key's, ``StateUnavailableError``."""
         if not valid_stream_id(stream_id):
             raise StreamNotFoundError(f"No stream {stream_id[:80]!r}.")
         try:
@@ -169,10 +197,17 @@ class Resumer:
 
     async def resume(self, request: web.Request, stream_id: str) -> web.StreamResponse:
         """Replay then follow ``stream_id`` (see the module docstring for the errors)."""
-        meta = await self._meta(request, stream_id)
-        keys = StreamKeys.of(stream_id)
+        meta = await self.meta(request, stream_id)
         after = parse_resume_point(stream_id, request.headers.get("Last-Event-ID"),
                                    request.query.get("starting_after"))
+        return await self.replay(request, stream_id, meta, after)
+
+    async def replay(self, request: web.Request, stream_id: str, meta: StreamMeta, after: int,
+                     *, param: str = "Last-Event-ID") -> web.StreamResponse:
+        """Stream the events of ``stream_id`` after seq ``after`` from the log, then the live
+        ones to the end. Raises ``InvalidLastEventIdError`` (400, naming ``param``) past the
+        end, ``StreamEventsExpiredError`` (410) before the events kept."""
+        keys = StreamKeys.of(stream_id)
         try:
             info = await self.state.log_info(keys.log)
         except StateUnavailable:
@@ -181,7 +216,7 @@ class Resumer:
         if after > last:
             raise InvalidLastEventIdError(
                 f"Event {after} is past the end of stream {stream_id} (last event {last}).",
-                param="Last-Event-ID")
+                param=param)
         if info is not None and after < info.trimmed_through:
             raise StreamEventsExpiredError(
                 f"Events {after + 1}–{info.trimmed_through} of stream {stream_id} are no "
@@ -189,11 +224,12 @@ class Resumer:
         response = web.StreamResponse(headers={**SSE_HEADERS, STREAM_ID_HEADER: stream_id})
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
-            await self._follow(request, response, keys, meta, after)
+            await self._follow(request, response, stream_id, meta, after)
         return response
 
     async def _follow(self, request: web.Request, response: web.StreamResponse,
-                      keys: StreamKeys, meta: StreamMeta, after: int) -> None:
+                      stream_id: str, meta: StreamMeta, after: int) -> None:
+        keys = StreamKeys.of(stream_id)
         loop = asyncio.get_running_loop()
         keepalive_s = self.config.routing.keepalive_s
         quiet_since = marked = -1e9
@@ -205,7 +241,7 @@ class Resumer:
                     marked = now
                     await self.state.set(keys.reader, b"1", ttl_s=self.settings.lease_s)
                 entries = await self.state.log_read(keys.log, after, block_s=1.0)
-                if not entries and not await self._live(request, keys, meta, after):
+                if not entries and not await self._live(request, stream_id, meta, after):
                     await response.write_eof()  # read to its end, or gone (expired)
                     return
                 lost_state = False
@@ -235,38 +271,67 @@ class Resumer:
                 await response.write_eof()
                 return
 
-    async def _live(self, request: web.Request, keys: StreamKeys, meta: StreamMeta,
+    async def _live(self, request: web.Request, stream_id: str, meta: StreamMeta,
                     after: int) -> bool:
         """After a quiet read: False if the stream ended at or before ``after``, or no longer
         exists; takes an orphaned stream over (its producer's lease expired) and returns True
-        otherwise."""
+        otherwise. A stream in another dialect than chat is not continued: it is ended with
+        its dialect's failure event (``orphan_events``)."""
+        keys = StreamKeys.of(stream_id)
         done = await self.state.get(keys.done)
         if done is not None:
             return after < int(done)  # ended: any remaining events are in the log
-        if await self.state.log_info(keys.log) is None:
+        info = await self.state.log_info(keys.log)
+        if info is None:
             return False
         if await self.state.lease_owner(keys.lease) is None:
-            await take_over(self, request, keys, meta)
+            if meta.dialect == "chat":
+                await take_over(self, request, keys, meta)
+            else:
+                await self._end_orphan(stream_id, meta, info.last_seq)
         return True
+
+    async def _end_orphan(self, stream_id: str, meta: StreamMeta, last_seq: int) -> None:
+        """Log the failure event of a non-chat stream whose producer died, and its end."""
+        keys = StreamKeys.of(stream_id)
+        if not await self.state.acquire_lease(keys.lease, self.owner,
+                                              ttl_s=self.settings.lease_s):
+            return  # another reader is ending it
+        render = self.orphan_events.get(meta.dialect)
+        events, _ = frame(stream_id, last_seq + 1, render(meta, last_seq) if render else b"")
+        retention = self.settings.retention_s
+        if events:
+            await self.state.log_append(keys.log, [(last_seq + len(events), b"".join(events))],
+                                        ttl_s=retention, max_entries=self.settings.max_events,
+                                        max_bytes=self.settings.max_bytes)
+        await self.state.set(keys.done, str(last_seq + len(events)).encode(), ttl_s=retention)
+        await self.state.release_lease(keys.lease, self.owner)
+        log.warning("stream %s lost its producer; ended as failed", stream_id)
 
     # -- cancel ------------------------------------------------------------------------------
 
     async def cancel(self, request: web.Request, stream_id: str) -> web.Response:
         """``DELETE``: stop the stream wherever it is produced. 200 ``{"id", "object":
         "chat.completion.stream", "cancelled"}`` (false if it had already ended)."""
-        await self._meta(request, stream_id)
+        await self.meta(request, stream_id)
+        live = await self.stop(stream_id)
+        return web.json_response({"id": stream_id, "object": "chat.completion.stream",
+                                  "cancelled": live})
+
+    async def stop(self, stream_id: str) -> bool:
+        """Cancel ``stream_id`` wherever it is produced; False if it had already ended.
+        Raises ``StateUnavailableError``."""
         keys = StreamKeys.of(stream_id)
         try:
             live = await self.state.get(keys.done) is None
             producer = self.producers.get(stream_id)
             if producer is not None:
-                producer.cancel("stream_cancelled", "The stream was cancelled (DELETE).")
+                producer.cancel("stream_cancelled", "The stream was cancelled.")
             elif live:
                 await self.state.set(keys.cancel, b"1", ttl_s=self.settings.retention_s)
         except StateUnavailable:
             raise StateUnavailableError("The shared state cannot be reached.") from None
-        return web.json_response({"id": stream_id, "object": "chat.completion.stream",
-                                  "cancelled": live})
+        return live
 
 
 def _credential(request: web.Request) -> str | None:
