@@ -63,6 +63,10 @@ MAX_PENDING = 256  # while ramping, at most this many started streams without a 
 _DONE = b"[DONE]"
 _PAT = b'"content":"'
 _PAT_SP = b'"content": "'
+_DIALECT_MARKERS = {  # (content event, end of stream), as sluicegate's egresses write them
+    "messages": (b'"type":"text_delta"', b"event: message_stop"),
+    "responses": (b"event: response.output_text.delta", b"event: response.completed"),
+}
 
 
 def _content_slow(payload: bytes) -> bool:
@@ -117,6 +121,11 @@ class LoadGen:
             "messages": [{"role": "user", "content": "bench"}],
             "stream": True,
         }
+        self.dialect = args.dialect
+        if args.dialect == "messages":  # Anthropic Messages (sluicegate's /v1/messages)
+            body["max_tokens"] = 4096
+        elif args.dialect == "responses":  # OpenAI Responses (sluicegate's /v1/responses)
+            body = {"model": args.model, "input": "bench", "stream": True}
         options: dict[str, bool] = {}
         if args.include_usage:
             options["include_usage"] = True
@@ -152,6 +161,8 @@ class LoadGen:
 
     # ------------------------------------------------------------------ one stream
     async def stream(self) -> None:
+        if self.dialect != "chat":
+            return await self._stream_dialect(*_DIALECT_MARKERS[self.dialect])
         self.started += 1
         assert self.session is not None
         status = 0
@@ -241,6 +252,70 @@ class LoadGen:
                 self.errors += 1
                 if len(self.error_samples) < 20 or err in self.error_samples:
                     self.error_samples[err] = self.error_samples.get(err, 0) + 1
+            elif done:
+                self.completed += 1
+                self.ev_min = min(self.ev_min, events)
+                self.ev_max = max(self.ev_max, events)
+            elif cancelled or status == 0:
+                self.incomplete += 1
+            else:
+                self.no_done += 1
+
+    async def _stream_dialect(self, content_marker: bytes, done_marker: bytes) -> None:
+        """One stream of another dialect's named events: an event holding ``content_marker``
+        is a content event; the one holding ``done_marker`` ends the stream."""
+        self.started += 1
+        assert self.session is not None
+        events = content = 0
+        done = opened = cancelled = False
+        status = 0
+        err: str | None = None
+        first = last = 0.0
+        buf = b""
+        t0 = perf()
+        try:
+            async with self.session.post(self.url, data=self.body, headers=self.headers) as resp:
+                status = resp.status
+                if status != 200:
+                    err = f"HTTP {status}: {(await resp.read())[:160].decode('utf-8', 'replace')}"
+                    return
+                while data := await resp.content.readany():
+                    now = perf()
+                    parts = (buf + data).split(b"\n\n")
+                    buf = parts.pop()
+                    for ev in parts:
+                        if not ev or ev.startswith(b":"):
+                            continue
+                        events += 1
+                        if content_marker in ev:
+                            content += 1
+                            if first:
+                                self.gaps.append(now - last)
+                            else:
+                                first = now
+                            last = now
+                        elif done_marker in ev:
+                            done = True
+                    if events and not opened:
+                        opened = True
+                        self._opened()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            if opened:
+                self.n_open -= 1
+            else:
+                self._settled()
+            self.chunks_total += events
+            self.content_total += content
+            if first:
+                self.ttft.append(first - t0)
+            if err is not None:
+                self.errors += 1
+                self.error_samples[err] = self.error_samples.get(err, 0) + 1
             elif done:
                 self.completed += 1
                 self.ev_min = min(self.ev_min, events)
@@ -454,6 +529,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, required=True, help="number of streams to start")
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--include-usage", action="store_true")
+    p.add_argument("--dialect", choices=("chat", "messages", "responses"), default="chat",
+                   help="the API spoken at --url (messages: Anthropic, responses: OpenAI)")
     p.add_argument("--resumable", action="store_true",
                    help="ask sluicegate for resumable streams (stream_options.resumable)")
     p.add_argument("--hold", action="store_true", help="open N streams, hold until stdin")

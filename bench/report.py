@@ -122,7 +122,7 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
     for name, measured, met in targets(results):
         lines.append(f"| {name} | {measured} | {'yes' if met else 'no' if met is False else '–'} |")
     lines += _streaming_tables(results)
-    lines += _shape_tables(results)
+    lines += _shape_tables(results) + _dialect_tables(results)
     lines += _memory_tables(results)
     local = results.get("local")
     if local:
@@ -189,6 +189,31 @@ def _shape_tables(results: dict[str, Any]) -> list[str]:
                 f"| {name} | {kind} | {r['completed']} / {r['errors']} "
                 f"| {_fmt(None if direct else r.get('cpu_us_per_chunk'))} "
                 f"| {_fmt(per_request, 0)} | {_fmt(_ratio(per_request, pt), 2)} "
+                f"| {r['ttft_ms']['p50']:.1f} / {r['ttft_ms']['p99']:.1f} |")
+    return lines
+
+
+def _dialect_tables(results: dict[str, Any]) -> list[str]:
+    dialects = results.get("dialects") or {}
+    if not any(dialects.values()):
+        return []
+    lines = ["", "## Dialects: one gateway, the same stream as Chat Completions, Anthropic "
+             "Messages and OpenAI Responses", "",
+             "64 chunks 20 ms apart, 100 concurrent, alternated in rounds. A content chunk is "
+             "one upstream token (the dialects add lifecycle events around them).", "",
+             "| dialect | round | streams ok / errors | events per stream | CPU µs per content "
+             "chunk | × chat | CPU µs per request | TTFT p50 / p99 (ms) |",
+             "|---|---|---|---|---|---|---|---|"]
+    chat = dialects.get("chat") or []
+    for name, rows in dialects.items():
+        for i, r in enumerate(rows):
+            base = chat[i].get("cpu_us_per_content_chunk") if i < len(chat) else None
+            cpu = r.get("cpu_us_per_content_chunk")
+            events = r.get("events_per_completed_stream") or {}
+            lines.append(
+                f"| {name} | {i + 1} | {r['completed']} / {r['errors']} | {events.get('max')} "
+                f"| {_fmt(cpu)} | {_fmt(_ratio(cpu, base), 2)} "
+                f"| {_fmt(r.get('cpu_us_per_request'), 0)} "
                 f"| {r['ttft_ms']['p50']:.1f} / {r['ttft_ms']['p99']:.1f} |")
     return lines
 

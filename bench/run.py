@@ -12,7 +12,9 @@ Scenarios:
 4. leak: RSS after 10k streams against after 100k streams;
 5. embedded model: tokens/s and TTFT through the gateway against llama-cpp-python directly;
 6. shapes: short and long streams at 100 concurrent (64 chunks 20 ms apart, 64 and 8 chunks
-   with no gap): CPU per chunk and per request, TTFT p50/p99, each target in turn.
+   with no gap): CPU per chunk and per request, TTFT p50/p99, each target in turn;
+7. dialects: the same stream served as Chat Completions, Anthropic Messages and OpenAI
+   Responses by one gateway, alternated: CPU per content chunk and per request, TTFT.
 
 Usage: ``python bench/run.py [--smoke] [--skip-litellm] [--only streaming,memory,...]``.
 ``--smoke`` runs every scenario tiny, to check that everything works (CI), and writes its report
@@ -39,6 +41,7 @@ from procs import BENCH, LOAD_CORE, ROOT, TARGET_CORE, VENV_BIN, Proc
 
 API_KEY = "sk-bench"
 TARGETS = ("direct", "passthrough", "sluicegate", "litellm")
+DIALECTS = ("chat", "messages", "responses")
 
 
 class Bench:
@@ -143,10 +146,13 @@ class Bench:
     # -- load ------------------------------------------------------------------------------
 
     def load(self, base: str, model: str, key: str | None, *, concurrency: int, streams: int,
-             max_seconds: int = 300, tag: str = "load") -> dict[str, Any]:
+             max_seconds: int = 300, tag: str = "load", dialect: str = "chat"
+             ) -> dict[str, Any]:
         out = self.work / f"{tag}.json"
+        path = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
+                "responses": "/v1/responses"}[dialect]
         argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(BENCH / "loadgen.py"),
-                "--url", base + "/v1/chat/completions", "--model", model,
+                "--url", base + path, "--model", model, "--dialect", dialect,
                 "--concurrency", str(concurrency), "--streams", str(streams),
                 "--max-seconds", str(max_seconds), "--include-usage", "--out", str(out)]
         if key:
@@ -165,6 +171,8 @@ class Bench:
         result["target_cpu_s"] = after - before
         chunks = max(1, int(result["chunks_total"]))
         result["cpu_us_per_chunk"] = (after - before) * 1e6 / chunks if proc else 0.0
+        content = max(1, int(result["content_chunks_total"]))
+        result["cpu_us_per_content_chunk"] = (after - before) * 1e6 / content if proc else 0.0
         requests = max(1, int(result["completed"]))
         result["cpu_us_per_request"] = (after - before) * 1e6 / requests if proc else 0.0
         return result
@@ -206,6 +214,30 @@ class Bench:
                     self.notes.append(f"shapes {name}: {kind} failed: {exc}")
                 print(f"[shapes {name}] {kind}: {summary(out[name].get(kind))}",
                       file=sys.stderr)
+        return out
+
+    def dialects(self) -> dict[str, list[dict[str, Any]]]:
+        """One gateway, the same upstream stream (64 chunks 20 ms apart, 100 concurrent) asked
+        for as Chat Completions, Anthropic Messages and OpenAI Responses, alternated in rounds:
+        CPU per content chunk (the upstream's tokens; the dialects add lifecycle events) and
+        per request, TTFT."""
+        concurrency, streams, rounds = (10, 40, 1) if self.smoke else (100, 1500, 2)
+        out: dict[str, list[dict[str, Any]]] = {d: [] for d in DIALECTS}
+        try:
+            with self.served("sluicegate", 64, 20) as (proc, base, model, key):
+                for dialect in DIALECTS:
+                    self.load(base, model, key, concurrency=concurrency, streams=concurrency,
+                              tag=f"dialect-{dialect}-warm", dialect=dialect)
+                for r in range(rounds):
+                    for dialect in DIALECTS:
+                        result = self.measured_load(proc, base, model, key,
+                                                    concurrency=concurrency, streams=streams,
+                                                    tag=f"dialect-{dialect}-{r}",
+                                                    dialect=dialect)
+                        out[dialect].append(result)
+                        print(f"[dialects {r}] {dialect}: {summary(result)}", file=sys.stderr)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            self.notes.append(f"dialects failed: {exc}")
         return out
 
     def memory(self) -> dict[str, list[dict[str, Any]]]:
@@ -294,7 +326,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny runs; report under bench/.work")
     parser.add_argument("--skip-litellm", action="store_true")
-    parser.add_argument("--only", default="streaming,saturation,shapes,memory,leak,local")
+    parser.add_argument("--only",
+                        default="streaming,saturation,shapes,dialects,memory,leak,local")
     args = parser.parse_args()
     work = BENCH / ".work"
     work.mkdir(exist_ok=True)
@@ -308,6 +341,8 @@ def main() -> None:
         results["saturation"] = bench.streaming(0, "saturation")
     if "shapes" in only:
         results["shapes"] = bench.shapes()
+    if "dialects" in only:
+        results["dialects"] = bench.dialects()
     if "memory" in only:
         results["memory"] = bench.memory()
     if "leak" in only:
