@@ -6,15 +6,19 @@ from collections.abc import Iterator
 import pytest
 from bench.procs import start_redis, stop_redis
 
-from sluicegate.config import DeploymentConfig, GatewayConfig
+from sluicegate.config import DeploymentConfig, GatewayConfig, ProviderSettings
 from sluicegate.server import Gateway
 
 from .client_modes import Api, MockUpstream
 from .fakes import FakeOpenAIUpstream, ServerThread, start_gateway
+from .fakes_anthropic import FakeAnthropicUpstream
+from .fakes_gemini import FakeGeminiUpstream
 
 MOCK_KEY_ENV = "MOCK_UPSTREAM_TEST_KEY"
 MOCK_KEY = "sk-upstream-test"
 MASTER_KEY = "sk-master"
+ANT_KEY = "sk-ant-test-key"
+GEMINI_KEY = "gemini-test-key"
 
 
 TEST_SECRETS = (MOCK_KEY, MASTER_KEY, "sk-ant-rotated", "sk-ant-test-key", "sk-or-test",
@@ -145,6 +149,37 @@ def keyed_gateway(upstream: FakeOpenAIUpstream) -> Iterator[ServerThread]:
     finally:
         server.stop()
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def anthropic_ingress() -> Iterator[tuple[ServerThread, FakeAnthropicUpstream]]:
+    """A gateway (no embedded model) whose ``anthropic/<name>`` models go to a fake Messages
+    server that wants ``ANT_KEY``; and that fake, as earlier tests left it (``reset()`` it)."""
+    fake = FakeAnthropicUpstream(ANT_KEY).start()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ANTHROPIC_API_KEY", ANT_KEY)
+    server, _ = start_gateway(GatewayConfig(
+        embedded_model=False, providers={"anthropic": ProviderSettings(base_url=fake.base_url)}))
+    yield server, fake
+    server.stop()
+    fake.stop()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def gemini_ingress() -> Iterator[tuple[ServerThread, FakeGeminiUpstream]]:
+    """A gateway (no embedded model) whose ``gemini/<name>`` models go to a fake Gemini API
+    server; and that fake, as earlier tests left it (``reset()`` it)."""
+    fake = FakeGeminiUpstream().start()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GEMINI_API_KEY", GEMINI_KEY)
+    mp.delenv("GOOGLE_API_KEY", raising=False)
+    server, _ = start_gateway(GatewayConfig(
+        embedded_model=False, providers={"gemini": ProviderSettings(base_url=fake.base_url)}))
+    yield server, fake
+    server.stop()
+    fake.stop()
+    mp.undo()
 
 
 @pytest.fixture(scope="session")

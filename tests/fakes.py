@@ -232,6 +232,31 @@ class Script:
     raw_chunks: list[dict[str, Any]] | None = None  # sent as is (over id/model/...), then [DONE]
 
 
+def tool_call_chunks(text: str | None = None, *, call_id: str = "call_1",
+                     name: str = "get_weather", pieces: tuple[str, ...] = ('{"city": "Pa', 'ris"}'),
+                     usage: tuple[int, int] = (30, 9)) -> list[dict[str, Any]]:
+    """``Script.raw_chunks`` for one tool call as OpenAI streams it (docs/wire.md §2): the role
+    chunk, ``text`` if given, the call's first fragment ``{index, id, type, function: {name,
+    arguments: ""}}``, one fragment per argument piece, ``finish_reason: "tool_calls"``, then
+    the usage chunk (prompt, completion tokens)."""
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]}
+
+    prompt, completion = usage
+    return [
+        delta({"role": "assistant", "content": ""}),
+        *([delta({"content": text})] if text else []),
+        delta({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                               "function": {"name": name, "arguments": ""}}]}),
+        *(delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+          for piece in pieces),
+        delta({}, "tool_calls"),
+        {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                  "total_tokens": prompt + completion}},
+    ]
+
+
 class FakeOpenAIUpstream(FakeUpstream[Script]):
     """A scripted OpenAI-dialect server. ``script`` may be replaced between requests."""
 

@@ -2,8 +2,9 @@
 
 ``POST /v1/messages`` streams the script's events byte for byte as Anthropic frames them
 (``event: <name>\\ndata: <json>\\n\\n``), or answers a status error before the stream.
-``GET /v1/models`` lists ``models`` in Anthropic's page shape. Both check ``x-api-key`` and answer
-401 ``authentication_error`` for a wrong key. Requests and streams the gateway closed early are
+``POST /v1/messages/count_tokens`` answers ``{"input_tokens": script.counted}``. ``GET
+/v1/models`` lists ``models`` in Anthropic's page shape. All check ``x-api-key`` and answer 401
+``authentication_error`` for a wrong key. Requests and streams the gateway closed early are
 recorded as by every fake (``fakes.FakeUpstream``).
 """
 
@@ -78,6 +79,17 @@ def json_delta(index: int, piece: str) -> Event:
     return block_delta(index, {"type": "input_json_delta", "partial_json": piece})
 
 
+def tool_block(index: int, call_id: str, name: str, pieces: list[str]) -> list[Event]:
+    """A ``tool_use`` block: its start with ``input: {}``, ``input_json_delta`` pieces, stop."""
+    return [tool_start(index, call_id, name), *(json_delta(index, p) for p in pieces),
+            block_stop(index)]
+
+
+def error_event(etype: str = "overloaded_error", message: str = "Overloaded") -> Event:
+    """``event: error``, Anthropic's mid-stream failure (the stream ends after it)."""
+    return ("error", error_body(etype, message))
+
+
 def message_end(stop_reason: str = "end_turn", output_tokens: int = 12) -> list[Event]:
     return [("message_delta", {"type": "message_delta",
                                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
@@ -106,6 +118,7 @@ class AnthropicScript:
     die_after: int | None = None  # abort the connection after this many events
     write_size: int | None = None  # write the stream in pieces of this many bytes
     eof_delay_s: float = 0.0  # pause between the last event and the body's end
+    counted: int = 42  # ``input_tokens`` answered by ``POST /v1/messages/count_tokens``
 
 
 class FakeAnthropicUpstream(FakeUpstream[AnthropicScript]):
@@ -123,7 +136,7 @@ class FakeAnthropicUpstream(FakeUpstream[AnthropicScript]):
     async def _count_tokens(self, request: web.Request) -> web.Response:
         if (denied := await self._check_key(request)) is not None:
             return denied
-        return web.json_response({"input_tokens": 42})
+        return web.json_response({"input_tokens": self.script.counted})
 
     async def _check_key(self, request: web.Request) -> web.Response | None:
         await self.record(request)

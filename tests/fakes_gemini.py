@@ -46,6 +46,20 @@ def text_event(text: str, *, finish: str | None = None, index: int = 0, thought:
     return event
 
 
+def function_call_event(name: str, args: dict[str, Any], *, call_id: str | None = None,
+                        finish: str | None = "STOP",
+                        usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """One ``GenerateContentResponse`` with a whole ``functionCall`` part (Gemini sends a call in
+    one piece, ``args`` an object; ``id`` only on some models) and, by default, ``finishReason``
+    STOP: Gemini has no tool-call finish value (docs/wire.md §6)."""
+    call: dict[str, Any] = {"name": name, "args": args}
+    if call_id is not None:
+        call["id"] = call_id
+    event = text_event("", finish=finish, usage=usage)
+    event["candidates"][0]["content"]["parts"] = [{"functionCall": call}]
+    return event
+
+
 def usage_metadata(prompt: int, candidates: int, thoughts: int = 0,
                    cached: int = 0) -> dict[str, int]:
     meta = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,

@@ -12,10 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from sluicegate.config import GatewayConfig, ProviderSettings
-
-from .conftest import MASTER_KEY
-from .fakes import FakeOpenAIUpstream, Script, ServerThread, start_gateway
+from .conftest import ANT_KEY, MASTER_KEY
+from .fakes import FakeOpenAIUpstream, Script, ServerThread, tool_call_chunks
 from .fakes_anthropic import (
     FakeAnthropicUpstream,
     block_start,
@@ -60,23 +58,6 @@ def _events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _tool_chunks() -> list[dict[str, Any]]:
-    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]}
-
-    return [
-        delta({"role": "assistant", "content": ""}),
-        delta({"content": "Checking."}),
-        delta({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                               "function": {"name": "get_weather", "arguments": ""}}]}),
-        delta({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Pa'}}]}),
-        delta({"tool_calls": [{"index": 0, "function": {"arguments": 'ris"}'}}]}),
-        delta({}, "tool_calls"),
-        {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 9,
-                                  "total_tokens": 39}},
-    ]
-
-
 WEATHER: Any = {"name": "get_weather", "description": "Weather for a city",
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
 
@@ -114,7 +95,7 @@ def test_event_sequence_is_named_and_ordered(gw: ServerThread) -> None:
 
 
 def test_tool_use_round_trip(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks("Checking."))
     messages: Any = [
         *USER,
         {"role": "assistant", "content": [
@@ -205,7 +186,7 @@ def test_non_stream_message(gw: ServerThread) -> None:
 
 
 def test_non_stream_tool_use(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks("Checking."))
     message = _client(gw).messages.create(model=MODEL, max_tokens=50, messages=USER,
                                           tools=[WEATHER])
     assert message.stop_reason == "tool_use"
@@ -273,25 +254,9 @@ def test_count_tokens_counts_here(gw: ServerThread) -> None:
 
 # -- native pass-through to an Anthropic upstream -------------------------------------------------
 
-ANT_KEY = "sk-ant-test-key"
-
-
-@pytest.fixture(scope="module")
-def ant() -> Iterator[tuple[ServerThread, FakeAnthropicUpstream]]:
-    fake = FakeAnthropicUpstream(ANT_KEY).start()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ANTHROPIC_API_KEY", ANT_KEY)
-    server, _ = start_gateway(GatewayConfig(
-        embedded_model=False, providers={"anthropic": ProviderSettings(base_url=fake.base_url)}))
-    yield server, fake
-    server.stop()
-    fake.stop()
-    mp.undo()
-
-
 def test_anthropic_upstream_gets_the_request_natively(
-        ant: tuple[ServerThread, FakeAnthropicUpstream]) -> None:
-    server, fake = ant
+        anthropic_ingress: tuple[ServerThread, FakeAnthropicUpstream]) -> None:
+    server, fake = anthropic_ingress
     fake.reset()
     fake.script.events = [*text_message(["Hi", " there"])[:1], *thinking_block(0, ["Hm"]),
                           *text_message(["Hi", " there"])[1:]]
@@ -346,8 +311,8 @@ def test_embedded_model_stream_and_count(
 
 
 def test_anthropic_upstream_redacted_thinking_and_stop_sequence(
-        ant: tuple[ServerThread, FakeAnthropicUpstream]) -> None:
-    server, fake = ant
+        anthropic_ingress: tuple[ServerThread, FakeAnthropicUpstream]) -> None:
+    server, fake = anthropic_ingress
     fake.reset()
     end = message_end("stop_sequence", output_tokens=3)
     end[0][1]["delta"]["stop_sequence"] = "END"

@@ -3,38 +3,20 @@ translation, then the Gemini provider's own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
-import pytest
 
-from sluicegate.config import GatewayConfig, ProviderSettings
-
-from .fakes import ServerThread, start_gateway
+from .fakes import ServerThread
 from .fakes_gemini import FakeGeminiUpstream
 
-KEY = "gemini-test-key"
 MODEL = "gemini/gemini-test"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[ServerThread, FakeGeminiUpstream]]:
-    fake = FakeGeminiUpstream().start()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GEMINI_API_KEY", KEY)
-    mp.delenv("GOOGLE_API_KEY", raising=False)
-    gateway, _ = start_gateway(GatewayConfig(
-        embedded_model=False, providers={"gemini": ProviderSettings(base_url=fake.base_url)}))
-    yield gateway, fake
-    gateway.stop()
-    fake.stop()
-    mp.undo()
-
-
-def test_messages_stream_from_gemini(server: tuple[ServerThread, FakeGeminiUpstream]) -> None:
-    gateway, fake = server
+def test_messages_stream_from_gemini(
+        gemini_ingress: tuple[ServerThread, FakeGeminiUpstream]) -> None:
+    gateway, fake = gemini_ingress
     fake.reset()
     with anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0) as client, \
             client.messages.stream(model=MODEL, max_tokens=30, system="Be brief.",
@@ -49,8 +31,9 @@ def test_messages_stream_from_gemini(server: tuple[ServerThread, FakeGeminiUpstr
     assert sent["generationConfig"]["maxOutputTokens"] == 30
 
 
-def test_responses_stream_from_gemini(server: tuple[ServerThread, FakeGeminiUpstream]) -> None:
-    gateway, fake = server
+def test_responses_stream_from_gemini(
+        gemini_ingress: tuple[ServerThread, FakeGeminiUpstream]) -> None:
+    gateway, fake = gemini_ingress
     fake.reset()
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as client, \
             client.responses.stream(model=MODEL, input="hi", instructions="Be brief.") as stream:

@@ -11,7 +11,7 @@ import openai
 import orjson
 import pytest
 
-from .fakes import FakeOpenAIUpstream, Script, ServerThread
+from .fakes import FakeOpenAIUpstream, Script, ServerThread, tool_call_chunks
 
 MODEL = "mock/some-model"
 
@@ -41,22 +41,6 @@ def _events(raw: bytes) -> list[dict[str, Any]]:
         assert name == b"event: " + payload["type"].encode()
         out.append(payload)
     return out
-
-
-def _tool_chunks() -> list[dict[str, Any]]:
-    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]}
-
-    return [
-        delta({"role": "assistant", "content": ""}),
-        delta({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                               "function": {"name": "get_weather", "arguments": ""}}]}),
-        delta({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Pa'}}]}),
-        delta({"tool_calls": [{"index": 0, "function": {"arguments": 'ris"}'}}]}),
-        delta({}, "tool_calls"),
-        {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 9,
-                                  "total_tokens": 39}},
-    ]
 
 
 WEATHER: Any = {"type": "function", "name": "get_weather", "description": "Weather",
@@ -95,7 +79,7 @@ def test_event_sequence_and_sequence_numbers(gw: ServerThread) -> None:
 
 
 def test_function_call_stream_and_history(gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks())
     history: Any = [
         {"role": "user", "content": "Weather in Rome?"},
         {"type": "function_call", "call_id": "call_0", "name": "get_weather",
@@ -130,7 +114,7 @@ def test_create_without_stream(gw: ServerThread, fake: FakeOpenAIUpstream) -> No
     assert response.object == "response" and response.status == "completed"
     assert response.output_text == "Hello, world!"
     assert response.usage is not None and response.usage.output_tokens == 4
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks())
     called = client.responses.create(model=MODEL, input="hi", tools=[WEATHER])
     assert called.output[0].type == "function_call"
     assert called.output[0].arguments == '{"city": "Paris"}'
@@ -232,7 +216,7 @@ def test_previous_response_id_continues_a_stored_response(gw: ServerThread,
 def test_a_streamed_function_call_is_continued_with_its_output(
         gw: ServerThread, fake: FakeOpenAIUpstream) -> None:
     client = _keyed_client(gw, "key-a")
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks())
     with client.responses.stream(model=MODEL, input="Weather in Paris?",
                                  tools=[WEATHER]) as stream:
         first = stream.get_final_response()

@@ -253,8 +253,8 @@ async def messages(gateway: Any, request: web.Request) -> web.StreamResponse:
     stream = body.get("stream") is True if isinstance(body, dict) else False
     # A model served by an Anthropic upstream gets the body as it came: what has no chat
     # equivalent is no reason to refuse it (the translation only plans and estimates).
-    direct = isinstance(gateway.router.resolve(check_common(body)["model"]).provider,
-                        AnthropicProvider)
+    model = check_common(body, lenient=True)["model"]  # strictly checked by to_chat_body
+    direct = isinstance(gateway.router.resolve(model).provider, AnthropicProvider)
     req = parse_chat_request(to_chat_body(body, stream=stream, lenient=direct))
     policy, chain = gateway.router.plan(req)
     if first_dialect(chain) == "anthropic":
@@ -275,7 +275,7 @@ async def messages(gateway: Any, request: web.Request) -> web.StreamResponse:
 async def count_tokens(gateway: Any, request: web.Request) -> web.Response:
     """``{"input_tokens": n}``: an Anthropic upstream's own count; the embedded model's
     tokenizer over its rendered prompt; else the dialect's estimate (docs: ``tokens``)."""
-    body = check_common(await gateway._json(request))
+    body = check_common(await gateway._json(request), lenient=True)
     target = gateway.router.resolve(body["model"])
     provider = target.provider
     if isinstance(provider, AnthropicProvider):
@@ -284,6 +284,7 @@ async def count_tokens(gateway: Any, request: web.Request) -> web.Response:
                                           10.0, post={**body, "model": target.upstream_model},
                                           headers=headers)
         return web.json_response(counted)
+    check_common(body)  # what only an Anthropic upstream takes
     if isinstance(provider, LocalProvider):
         req = parse_chat_request(to_chat_body({**body, "max_tokens": 1}, stream=False))
         tokens = await asyncio.to_thread(provider.engine.count_tokens,

@@ -170,10 +170,11 @@ class LocalEngine:
                                         daemon=True)
         self._thread.start()
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` by the model's tokenizer (loads the model if needed)."""
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens the model reads for ``prompt``, tokenized as ``submit`` does (BOS included),
+        so the count equals a job's ``prompt_tokens`` (loads the model if needed)."""
         self.load()
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
 
     def submit(self, prompt: str, params: GenerationParams,
                loop: asyncio.AbstractEventLoop) -> Job:
