@@ -76,6 +76,9 @@ def gateway(resp: FakeResponsesUpstream, upstream: FakeOpenAIUpstream) -> Iterat
                              timeouts=TimeoutOverrides(stall=1)),
             DeploymentConfig(name="opt-in", provider="openai", dialect="responses",
                              model="gpt-test"),
+            DeploymentConfig(name="chat-first", provider="openai", dialect="openai",
+                             base_url=upstream.base_url, api_key_env=MOCK_KEY_ENV,
+                             model="backup", fallbacks=[MODEL]),
             DeploymentConfig(name="mock/*", provider="openai", dialect="openai",
                              base_url=upstream.base_url, api_key_env=MOCK_KEY_ENV),
         ])
@@ -201,6 +204,18 @@ def test_previous_response_id_is_expanded_not_forwarded(gw: ServerThread,
         {"type": "message", "role": "user", "content": "Weather in Rome?"},
         {"type": "message", "role": "assistant", "content": "Hello, world!"},
         {"type": "message", "role": "user", "content": "And Paris?"}]
+
+
+def test_a_fallback_responses_upstream_gets_the_client_body(
+        gw: ServerThread, resp: FakeResponsesUpstream, fake: FakeOpenAIUpstream) -> None:
+    fake.script = Script(status=503)
+    request: Any = {"model": "chat-first", "input": "hi", "truncation": "auto",
+                    "include": ["reasoning.encrypted_content"]}
+    with _openai(gw).responses.stream(**request) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "Hello, world!"
+    assert fake.received[-1].body["messages"] == [{"role": "user", "content": "hi"}]
+    assert resp.received[-1].body == {**request, "model": "gpt-test", "stream": True}
 
 
 def test_unknown_valid_events_are_not_malformed(gw: ServerThread,

@@ -1,8 +1,8 @@
 """``POST /v1/responses``: the OpenAI Responses API served from any model (docs/wire.md §4);
 ``previous_response_id`` continues a stored response (``response_store``).
 
-The body is translated to a chat request (``responses_request``) and served by ``Run``; when
-the chain starts at a Responses upstream, that upstream gets the client's own body instead
+The body is translated to a chat request (``responses_request``) and served by ``Run``; a
+Responses upstream of its chain gets the client's own body instead
 (``ChatRequest.native``; ``providers.responses_request.native_body``);
 ``ResponsesEgress`` turns the chat chunks into the events the openai SDK's ``responses.stream()``
 helper requires, every one named (``event: <type>``) with a ``sequence_number``:
@@ -37,7 +37,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import InvalidRequestError
-from ..providers.base import first_dialect
+from ..providers.base import Target
 from ..providers.responses_request import native_body
 from ..schemas import NativeRequest, parse_chat_request
 from . import background, response_store
@@ -296,7 +296,8 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
     conversation = chat["messages"][1:] if body.get("instructions") is not None \
         else list(chat["messages"])
     policy, chain = gateway.router.plan(req)
-    if first_dialect(chain) == "responses":  # a Responses upstream gets the client's own body
+    if any(isinstance(t, Target) and getattr(t.provider, "dialect", None) == "responses"
+           for t in chain):  # a Responses upstream gets the client's own body
         req.native = NativeRequest("responses", native_body(body, history), {})
 
     async def store(response_id: str, output: list[dict[str, Any]]) -> None:

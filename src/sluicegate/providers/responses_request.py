@@ -289,10 +289,10 @@ def build_responses_request(request: ChatRequest, model: str) -> dict[str, Any]:
             body[field] = raw[field]
     if request.tools:
         body["tools"] = _tools(request.tools)
-    if request.tool_choice is not None:
-        if not request.tools and request.tool_choice not in ("none", "auto"):
-            raise InvalidRequestError("'tool_choice' needs 'tools'.", param="tool_choice")
-        body["tool_choice"] = _tool_choice(request.tool_choice)
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request.tool_choice)
+    elif request.tool_choice not in (None, "none", "auto"):
+        raise InvalidRequestError("'tool_choice' needs 'tools'.", param="tool_choice")
     effort = raw.get("reasoning_effort")
     if effort is not None:
         if not isinstance(effort, str):
