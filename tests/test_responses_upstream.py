@@ -206,6 +206,16 @@ def test_previous_response_id_is_expanded_not_forwarded(gw: ServerThread,
         {"type": "message", "role": "user", "content": "And Paris?"}]
 
 
+def test_background_is_the_gateways_own(gw: ServerThread, resp: FakeResponsesUpstream) -> None:
+    client = _openai(gw)
+    queued = client.responses.create(model=MODEL, input="hi", background=True)
+    events = list(client.responses.retrieve(queued.id, stream=True))
+    assert events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") \
+        == "Hello, world!"
+    assert resp.received[-1].body == {"model": "gpt-test", "input": "hi", "stream": True}
+
+
 def test_a_fallback_responses_upstream_gets_the_client_body(
         gw: ServerThread, resp: FakeResponsesUpstream, fake: FakeOpenAIUpstream) -> None:
     fake.script = Script(status=503)

@@ -67,6 +67,7 @@ _NO_EQUIVALENT: dict[str, tuple[Any, ...]] = {
 _PASSED = ("parallel_tool_calls", "user", "safety_identifier", "prompt_cache_key", "metadata",
            "service_tier")
 _AUDIO_FORMATS = ("wav", "mp3")
+_GATEWAY_OWN = ("stream", "background", "previous_response_id")  # never in a native body
 
 
 def _reject(field: str, detail: str) -> InvalidRequestError:
@@ -311,11 +312,13 @@ def build_responses_request(request: ChatRequest, model: str) -> dict[str, Any]:
 
 def native_body(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     """A ``/v1/responses`` client's own body for a Responses upstream: as it came, without
-    ``stream`` (the provider sets it). Response ids are the gateway's own (the client never
-    sees an upstream's), so when ``previous_response_id`` named a stored response, the upstream
-    gets that conversation instead: ``history`` (its chat messages, ``response_store``) as input
-    items before the body's own ``input``, and no ``previous_response_id``."""
-    native = {k: v for k, v in body.items() if k not in ("stream", "previous_response_id")}
+    ``stream`` (the provider sets it) and ``background`` (the gateway runs a background
+    response itself, on a plain upstream stream). Response ids are the gateway's own (the client
+    never sees an upstream's), so when ``previous_response_id`` named a stored response, the
+    upstream gets that conversation instead: ``history`` (its chat messages,
+    ``response_store``) as input items before the body's own ``input``, and no
+    ``previous_response_id``."""
+    native = {k: v for k, v in body.items() if k not in _GATEWAY_OWN}
     if body.get("previous_response_id") is not None:
         _, earlier = input_items([ChatMessage.model_validate(m) for m in history],
                                  instructions=False)
