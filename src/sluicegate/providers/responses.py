@@ -130,8 +130,9 @@ class ResponsesStream(UpstreamStream[bytes]):
             batch.append(chat_chunk(0, {"content": self._delta(event, payload)}))
         elif kind == "response.function_call_arguments.delta":
             index = self._output_index(event, payload)
+            piece = self._delta(event, payload)
             self._with_arguments.add(index)
-            self._tools.piece(index, self._delta(event, payload), batch)
+            self._tools.piece(index, piece, batch)
         elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             batch.append(chat_chunk(0, {"reasoning_content": self._delta(event, payload)}))
         elif kind == "response.refusal.delta":
