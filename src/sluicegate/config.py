@@ -40,9 +40,13 @@ YAML shape (every key optional)::
       anthropic:
         base_url: https://api.anthropic.com/v1   # override a built-in's base URL, key, headers
       vllm:                    # a new provider: model names "vllm/<model>"
-        dialect: openai        # openai, anthropic, gemini or openrouter
+        dialect: openai        # openai, anthropic, gemini, openrouter or responses
         base_url: http://127.0.0.1:8000/v1
         api_key_env: null      # no key needed
+      oai-responses:           # OpenAI's Responses API: "oai-responses/<model>"
+        dialect: responses     # POST {base_url}/responses, Authorization: Bearer
+        base_url: https://api.openai.com/v1
+        api_key_env: OPENAI_API_KEY
     models:
       - name: "mock/*"         # exact name, or a prefix pattern ending in "*"
         provider: openai       # a provider above, a built-in, or local
@@ -54,6 +58,10 @@ YAML shape (every key optional)::
         timeouts: {first_token: 30, stall: 20}   # 0 removes a limit
         continuation: false    # true: a failure after the first token continues elsewhere
         price: {input_per_mtok: 0.15, output_per_mtok: 0.6}  # USD; default: genai-prices
+      - name: gpt-5-resp
+        provider: openai       # an openai- or responses-dialect provider's endpoint...
+        dialect: responses     # ...through its other API: responses or openai (chat)
+        model: gpt-5
       - name: local/my-model
         provider: local
         model_path: /models/my.gguf
@@ -97,6 +105,13 @@ Built-in providers serve ``<provider>/<model>`` names when their key is set: ``o
 section. OpenRouter attribution headers come from ``OPENROUTER_SITE_URL`` (``HTTP-Referer``) and
 ``OPENROUTER_APP_NAME`` (``X-Title``).
 
+Two dialects speak to OpenAI-style endpoints: ``openai`` (Chat Completions, ``POST
+{base_url}/chat/completions``) and ``responses`` (the Responses API, ``POST
+{base_url}/responses``; ``sluicegate.providers.responses``). A ``providers`` entry picks one with
+``dialect``; a deployment of an ``openai`` or ``responses`` provider may pick the other for
+itself with its own ``dialect`` (same base URL and key), e.g. ``provider: openai, dialect:
+responses``. Any other provider refuses a deployment ``dialect``.
+
 Environment overrides: ``SLUICEGATE_CONFIG`` (file path), ``SLUICEGATE_HOST``, ``SLUICEGATE_PORT``,
 ``SLUICEGATE_API_KEY``, ``SLUICEGATE_MAX_BODY_BYTES``, ``SLUICEGATE_PRELOAD``,
 ``SLUICEGATE_MAX_QUEUE``, ``SLUICEGATE_N_CTX``, ``SLUICEGATE_N_THREADS``, ``SLUICEGATE_REPACK``,
@@ -129,6 +144,7 @@ __all__ = [
     "BUILTIN_PROVIDERS",
     "EMBEDDED_ALIAS",
     "EMBEDDED_MODEL",
+    "OPENAI_APIS",
     "CacheSettings",
     "ConfigError",
     "DeploymentCache",
@@ -235,7 +251,10 @@ class DeploymentCache(_Strict):
     deterministic_only: bool | None = None
 
 
-Dialect = Literal["openai", "anthropic", "gemini", "openrouter"]
+Dialect = Literal["openai", "anthropic", "gemini", "openrouter", "responses"]
+
+OPENAI_APIS = ("openai", "responses")
+"""The dialects of an OpenAI-style endpoint, between which a deployment may choose."""
 
 BUILTIN_PROVIDERS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # name: (default base URL, key env vars in order of preference, base URL env var)
@@ -281,11 +300,14 @@ class DeploymentConfig(_Strict):
 
     ``provider`` is ``local``, a built-in (``openai``, ``anthropic``, ``gemini``,
     ``openrouter``) or a name from the ``providers`` section. ``base_url``, ``api_key_env`` and
-    ``headers`` set here give the deployment its own endpoint in that provider's dialect.
+    ``headers`` set here give the deployment its own endpoint in that provider's dialect;
+    ``dialect`` (``openai`` or ``responses``, only for a provider of one of those) the other
+    API of the same endpoint.
     """
 
     name: str = Field(min_length=1)
     provider: str = Field(min_length=1)
+    dialect: Literal["openai", "responses"] | None = None  # None: the provider's
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
@@ -377,6 +399,14 @@ class GatewayConfig(_Strict):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
 
+    def provider_dialect(self, name: str) -> str | None:
+        """The dialect of provider ``name``: a built-in's own name, a ``providers`` entry's
+        ``dialect``; None for ``local`` or an unknown name."""
+        if name in BUILTIN_PROVIDERS:
+            return name
+        settings = self.providers.get(name)
+        return settings.dialect if settings is not None else None
+
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:
         for name, settings in self.providers.items():
@@ -393,6 +423,9 @@ class GatewayConfig(_Strict):
             if d.provider not in known:
                 raise ValueError(f"model {d.name!r}: unknown provider {d.provider!r} "
                                  f"(known: {', '.join(sorted(known))})")
+            if d.dialect is not None and self.provider_dialect(d.provider) not in OPENAI_APIS:
+                raise ValueError(f"model {d.name!r}: 'dialect' is only for a provider of "
+                                 f"dialect openai or responses, not {d.provider!r}")
         return self
 
 

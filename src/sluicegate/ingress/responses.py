@@ -1,7 +1,9 @@
 """``POST /v1/responses``: the OpenAI Responses API served from any model (docs/wire.md §4);
 ``previous_response_id`` continues a stored response (``response_store``).
 
-The body is translated to a chat request (``responses_request``) and served by ``Run``;
+The body is translated to a chat request (``responses_request``) and served by ``Run``; a
+Responses upstream of its chain gets the client's own body instead
+(``ChatRequest.native``; ``providers.responses_request.native_body``);
 ``ResponsesEgress`` turns the chat chunks into the events the openai SDK's ``responses.stream()``
 helper requires, every one named (``event: <type>``) with a ``sequence_number``:
 
@@ -35,7 +37,9 @@ import orjson
 from aiohttp import web
 
 from ..errors import InvalidRequestError
-from ..schemas import parse_chat_request
+from ..providers.base import Target
+from ..providers.responses_request import native_body
+from ..schemas import NativeRequest, parse_chat_request
 from . import background, response_store
 from .common import DialectEgress, named_event, route_headers, run_request
 from .responses_request import to_chat_body
@@ -292,6 +296,9 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
     conversation = chat["messages"][1:] if body.get("instructions") is not None \
         else list(chat["messages"])
     policy, chain = gateway.router.plan(req)
+    if any(isinstance(t, Target) and getattr(t.provider, "dialect", None) == "responses"
+           for t in chain):  # a Responses upstream gets the client's own body
+        req.native = NativeRequest("responses", native_body(body, history), {})
 
     async def store(response_id: str, output: list[dict[str, Any]]) -> None:
         await response_store.save(gateway, request, response_id,
