@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -50,10 +50,7 @@ from ..relay import Chain
 from ..resume.log import StreamKeys, StreamMeta, split_events
 from ..schemas import ChatRequest
 from ..state import StateUnavailable
-from .common import admit
-
-if TYPE_CHECKING:
-    from .responses import ResponsesEgress
+from .common import DialectEgress, admit
 
 __all__ = ["cancel", "check", "create", "new_response_id", "orphan_events", "register",
            "retrieve"]
@@ -84,14 +81,14 @@ def check(body: dict[str, Any]) -> None:
 
 
 async def create(gateway: Any, request: web.Request, req: ChatRequest, policy: Policy,
-                 chain: Chain, egress: ResponsesEgress, *, stream: bool
+                 chain: Chain, egress: DialectEgress, queued: dict[str, Any], *, stream: bool
                  ) -> web.StreamResponse:
-    """Start the background response ``egress`` renders; stream it (``stream``) or answer its
-    ``queued`` object. Raises what admission raises (429, 403), ``StateUnavailableError``
-    (503), and, streamed, a failure before the first content."""
+    """Start the background response ``egress`` renders (``queued``: its response object,
+    ``status: queued``); stream it (``stream``) or answer ``queued``. Raises what admission
+    raises (429, 403), ``StateUnavailableError`` (503), and, streamed, a failure before the
+    first content."""
     await admit(gateway, request, req, policy, chain)
-    response_id = egress.shell.id
-    queued = egress.shell.response("queued", [])
+    response_id = str(queued["id"])
     producer = await gateway.resumer.launch(
         request, req, policy, chain, stream_id=_stream_id(response_id), egress=egress,
         dialect=DIALECT, response=queued, background=True, local=stream)

@@ -310,7 +310,7 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
         egress = ResponsesEgress(body, req.model, store if keep else None,
                                  response_id=background.new_response_id())
         return await background.create(gateway, request, req, policy, chain, egress,
-                                       stream=stream)
+                                       egress.shell.response("queued", []), stream=stream)
     if stream:
         egress = ResponsesEgress(body, req.model, store if keep else None)
         _, response = await run_request(gateway, request, req, policy, chain, egress)
