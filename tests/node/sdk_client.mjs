@@ -1,0 +1,194 @@
+// Streams one answer from a sluicegate gateway with a real JavaScript SDK and reports what the
+// SDK gave back, for tests/test_node_sdks.py.
+//
+//   node tests/node/sdk_client.mjs CASE BASE_URL [MODEL] [OPTIONS_JSON]
+//
+// BASE_URL is the gateway's OpenAI base URL (`http://127.0.0.1:PORT/v1`; SLUICEGATE_BASE_URL
+// when omitted or "-"). OPTIONS_JSON may set `prompt`, `max_tokens`, `temperature`.
+// CASE is one of:
+//   openai-responses        openai-node `client.responses.stream()`: text deltas, finalResponse()
+//   openai-responses-tool   the same with a function tool: argument deltas, the function_call item
+//   openai-chat             openai-node `chat.completions.create({stream: true})` with usage
+//   ai-sdk-text             the AI SDK's `streamText` on `createOpenAI({baseURL, apiKey})(MODEL)`
+//                           (the provider's default model: the Responses API), its `textStream`
+//   ai-sdk-tool             `streamText` with a tool without `execute`: the streamed tool call
+//
+// stdout is JSON lines, written as the SDK yields them: `{"delta": "..."}` for each text (or
+// argument) increment, then one `{"summary": {...}}`. A failure prints `{"error": {...}}` and
+// exits 1.
+
+import { createOpenAI } from "@ai-sdk/openai";
+import { jsonSchema, streamText, tool } from "ai";
+import OpenAI from "openai";
+
+const [caseName, baseArg, modelArg, optionsArg] = process.argv.slice(2);
+const baseURL = baseArg && baseArg !== "-" ? baseArg : process.env.SLUICEGATE_BASE_URL;
+const model = modelArg || "default";
+const options = optionsArg ? JSON.parse(optionsArg) : {};
+const prompt = options.prompt ?? "Say hello.";
+const apiKey = process.env.SLUICEGATE_API_KEY || "sk-unused";
+
+const WEATHER_PARAMETERS = {
+  type: "object",
+  properties: { city: { type: "string" } },
+  required: ["city"],
+  additionalProperties: false,
+};
+
+function emit(obj) {
+  // Writes to a pipe are synchronous on Linux, so each line leaves as its increment arrives.
+  process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+function openaiClient() {
+  return new OpenAI({ baseURL, apiKey, maxRetries: 0 });
+}
+
+async function openaiResponses(withTool) {
+  const params = { model, input: prompt };
+  if (options.max_tokens !== undefined) params.max_output_tokens = options.max_tokens;
+  if (options.temperature !== undefined) params.temperature = options.temperature;
+  if (withTool) {
+    params.tools = [{ type: "function", name: "get_weather", description: "Weather",
+                      parameters: WEATHER_PARAMETERS, strict: true }];
+  }
+  const stream = openaiClient().responses.stream(params);
+  const types = [];
+  let deltas = 0;
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === "response.output_text.delta"
+        || event.type === "response.function_call_arguments.delta") {
+      deltas += 1;
+      emit({ delta: event.delta });
+    }
+  }
+  const final = await stream.finalResponse();
+  return {
+    deltas, event_types: types, id: final.id, status: final.status, model: final.model,
+    text: final.output_text, usage: final.usage, incomplete_details: final.incomplete_details,
+    output: final.output.map((item) => item.type === "function_call"
+      ? { type: item.type, call_id: item.call_id, name: item.name, arguments: item.arguments,
+          status: item.status }
+      : { type: item.type, status: item.status,
+          text: (item.content ?? []).map((part) => part.text ?? "").join("") }),
+  };
+}
+
+async function openaiChat() {
+  const params = { model, messages: [{ role: "user", content: prompt }], stream: true,
+                   stream_options: { include_usage: true } };
+  if (options.max_tokens !== undefined) params.max_tokens = options.max_tokens;
+  if (options.temperature !== undefined) params.temperature = options.temperature;
+  const stream = await openaiClient().chat.completions.create(params);
+  let deltas = 0;
+  let text = "";
+  let finishReason = null;
+  let usage = null;
+  let id = null;
+  for await (const chunk of stream) {
+    id = chunk.id;
+    if (chunk.usage) usage = chunk.usage;
+    for (const choice of chunk.choices) {
+      if (choice.delta?.content) {
+        deltas += 1;
+        text += choice.delta.content;
+        emit({ delta: choice.delta.content });
+      }
+      if (choice.finish_reason) finishReason = choice.finish_reason;
+    }
+  }
+  return { deltas, id, text, finish_reason: finishReason, usage };
+}
+
+function aiModel() {
+  return createOpenAI({ baseURL, apiKey })(model);
+}
+
+function aiSettings() {
+  const settings = { model: aiModel(), prompt, maxRetries: 0 };
+  if (options.max_tokens !== undefined) settings.maxOutputTokens = options.max_tokens;
+  if (options.temperature !== undefined) settings.temperature = options.temperature;
+  return settings;
+}
+
+async function aiSummary(result, errors) {
+  // Each promise rejects when the stream failed; the error is reported, not thrown past it.
+  const [finishReason, rawFinishReason, usage, response, warnings] = await Promise.all([
+    result.finishReason, result.rawFinishReason, result.usage, result.response,
+    result.warnings]);
+  return { errors, finish_reason: finishReason, raw_finish_reason: rawFinishReason ?? null,
+           usage, warnings: warnings ?? [], response_id: response.id,
+           model_id: response.modelId };
+}
+
+async function aiSdkText() {
+  const errors = [];
+  const result = streamText({ ...aiSettings(),
+                              onError: ({ error }) => errors.push(describe(error)) });
+  let deltas = 0;
+  let text = "";
+  for await (const part of result.textStream) {
+    deltas += 1;
+    text += part;
+    emit({ delta: part });
+  }
+  return { deltas, text, ...(await aiSummary(result, errors)) };
+}
+
+async function aiSdkTool() {
+  const errors = [];
+  const result = streamText({
+    ...aiSettings(),
+    tools: { get_weather: tool({ description: "Weather",
+                                 inputSchema: jsonSchema(WEATHER_PARAMETERS) }) },
+    onError: ({ error }) => errors.push(describe(error)),
+  });
+  let deltas = 0;
+  const parts = [];
+  for await (const part of result.fullStream) {
+    parts.push(part.type);
+    if (part.type === "tool-input-delta") {
+      deltas += 1;
+      emit({ delta: part.delta });
+    }
+  }
+  const calls = (await result.toolCalls).map((call) => ({
+    tool_call_id: call.toolCallId, tool_name: call.toolName, input: call.input,
+    invalid: call.invalid ?? false }));
+  return { deltas, part_types: parts, tool_calls: calls, ...(await aiSummary(result, errors)) };
+}
+
+function describe(error) {
+  if (!(error instanceof Error)) {
+    return typeof error === "object" && error !== null ? { value: error }
+      : { message: String(error) };
+  }
+  return { name: error.name, message: error.message, status: error.status ?? error.statusCode,
+           cause: error.cause instanceof Error ? error.cause.message : undefined };
+}
+
+const CASES = {
+  "openai-responses": () => openaiResponses(false),
+  "openai-responses-tool": () => openaiResponses(true),
+  "openai-chat": openaiChat,
+  "ai-sdk-text": aiSdkText,
+  "ai-sdk-tool": aiSdkTool,
+};
+
+async function main() {
+  const run = CASES[caseName];
+  if (!run || !baseURL) {
+    process.stderr.write(
+      `usage: sdk_client.mjs {${Object.keys(CASES).join("|")}} BASE_URL [MODEL] [OPTIONS]\n`);
+    process.exit(2);
+  }
+  try {
+    emit({ summary: await run() });
+  } catch (error) {
+    emit({ error: describe(error) });
+    process.exitCode = 1;
+  }
+}
+
+await main();
