@@ -7,7 +7,8 @@ body the gateway routes:
   system, developer or assistant; ``content`` a string or ``input_text`` / ``output_text`` /
   ``input_image`` parts), ``function_call`` items (→ an assistant message's ``tool_calls``,
   consecutive calls merged) and ``function_call_output`` items (→ ``tool`` messages);
-  ``reasoning`` items are dropped;
+  ``reasoning`` items are dropped (``item_reference`` items were replaced by the stored items
+  they name before: ``response_store.resolve_references``);
 - ``instructions`` → a system message first;
 - ``tools`` (``type: function``: ``name``, ``description``, ``parameters``, ``strict``) →
   chat function tools; ``tool_choice`` auto/none/required or ``{type: function, name}``;
