@@ -300,3 +300,23 @@ def test_readme_javascript_example_runs(local_gateway: tuple[ServerThread, Any],
     assert "output_tokens:" in result.stdout and "outputTokens:" in result.stdout, result.stdout
     assert re.search(r"^usage: \{", result.stdout, re.M), result.stdout
     assert re.search(r"^finish: (stop|length) \{", result.stdout, re.M), result.stdout
+
+
+def test_ai_sdk_second_turn_references_the_first_answer(gw: ServerThread,
+                                                       fake: FakeOpenAIUpstream,
+                                                       run_node: Any) -> None:
+    """The AI SDK sends its earlier answer back as ``{"type": "item_reference", "id": <the
+    message item's id>}`` (``store`` is on by default): the gateway puts the stored answer
+    there, and the upstream gets the whole conversation."""
+    fake.queue = [Script(), Script(texts=["Still", " here."])]
+    summary = _summary(run_node("ai-sdk-multiturn", gw.url, prompt="Hi",
+                                follow_up="And then?").finish())
+    assert summary["first_text"] == "Hello, world!"
+    assert summary["text"] == "Still here." and summary["finish_reason"] == "stop"
+    answer = summary["sent_messages"][1]
+    assert answer["role"] == "assistant"
+    assert answer["content"][0]["providerOptions"]["openai"]["itemId"].startswith("msg_")
+    assert fake.received[-1].body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": "Hello, world!"},
+        {"role": "user", "content": [{"type": "text", "text": "And then?"}]}]

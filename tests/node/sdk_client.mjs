@@ -12,10 +12,12 @@
 //   ai-sdk-text             the AI SDK's `streamText` on `createOpenAI({baseURL, apiKey})(MODEL)`
 //                           (the provider's default model: the Responses API), its `textStream`
 //   ai-sdk-tool             `streamText` with a tool without `execute`: the streamed tool call
+//   ai-sdk-multiturn        two `streamText` turns, the second given the first's
+//                           `response.messages` (so its answer goes back as an `item_reference`)
 //
 // stdout is JSON lines, written as the SDK yields them: `{"delta": "..."}` for each text (or
-// argument) increment, then one `{"summary": {...}}`. A failure prints `{"error": {...}}` and
-// exits 1.
+// argument) increment, then one `{"summary": {...}}`. A failure prints `{"error": {...}}` (with
+// the AI SDK's `errors`, if any) and exits 1.
 
 import { createOpenAI } from "@ai-sdk/openai";
 import { jsonSchema, streamText, tool } from "ai";
@@ -27,6 +29,8 @@ const model = modelArg || "default";
 const options = optionsArg ? JSON.parse(optionsArg) : {};
 const prompt = options.prompt ?? "Say hello.";
 const apiKey = process.env.SLUICEGATE_API_KEY || "sk-unused";
+const errors = []; // what the AI SDK passed to onError, in the summary (or the error line)
+const onError = ({ error }) => errors.push(describe(error));
 
 const WEATHER_PARAMETERS = {
   type: "object",
@@ -112,7 +116,7 @@ function aiSettings() {
   return settings;
 }
 
-async function aiSummary(result, errors) {
+async function aiSummary(result) {
   // Each promise rejects when the stream failed; the error is reported, not thrown past it.
   const [finishReason, rawFinishReason, usage, response, warnings] = await Promise.all([
     result.finishReason, result.rawFinishReason, result.usage, result.response,
@@ -123,9 +127,7 @@ async function aiSummary(result, errors) {
 }
 
 async function aiSdkText() {
-  const errors = [];
-  const result = streamText({ ...aiSettings(),
-                              onError: ({ error }) => errors.push(describe(error)) });
+  const result = streamText({ ...aiSettings(), onError });
   let deltas = 0;
   let text = "";
   for await (const part of result.textStream) {
@@ -133,16 +135,15 @@ async function aiSdkText() {
     text += part;
     emit({ delta: part });
   }
-  return { deltas, text, ...(await aiSummary(result, errors)) };
+  return { deltas, text, ...(await aiSummary(result)) };
 }
 
 async function aiSdkTool() {
-  const errors = [];
   const result = streamText({
     ...aiSettings(),
     tools: { get_weather: tool({ description: "Weather",
                                  inputSchema: jsonSchema(WEATHER_PARAMETERS) }) },
-    onError: ({ error }) => errors.push(describe(error)),
+    onError,
   });
   let deltas = 0;
   const parts = [];
@@ -156,7 +157,25 @@ async function aiSdkTool() {
   const calls = (await result.toolCalls).map((call) => ({
     tool_call_id: call.toolCallId, tool_name: call.toolName, input: call.input,
     invalid: call.invalid ?? false }));
-  return { deltas, part_types: parts, tool_calls: calls, ...(await aiSummary(result, errors)) };
+  return { deltas, part_types: parts, tool_calls: calls, ...(await aiSummary(result)) };
+}
+
+async function aiSdkMultiturn() {
+  const first = streamText({ ...aiSettings(), onError });
+  const firstText = await first.text;
+  const messages = [{ role: "user", content: prompt }, ...(await first.response).messages,
+                    { role: "user", content: options.follow_up ?? "And then?" }];
+  const { prompt: _, ...settings } = aiSettings();
+  const second = streamText({ ...settings, messages, onError });
+  let deltas = 0;
+  let text = "";
+  for await (const part of second.textStream) {
+    deltas += 1;
+    text += part;
+    emit({ delta: part });
+  }
+  return { first_text: firstText, sent_messages: messages, deltas, text,
+           ...(await aiSummary(second)) };
 }
 
 function describe(error) {
@@ -174,6 +193,7 @@ const CASES = {
   "openai-chat": openaiChat,
   "ai-sdk-text": aiSdkText,
   "ai-sdk-tool": aiSdkTool,
+  "ai-sdk-multiturn": aiSdkMultiturn,
 };
 
 async function main() {
@@ -186,7 +206,7 @@ async function main() {
   try {
     emit({ summary: await run() });
   } catch (error) {
-    emit({ error: describe(error) });
+    emit({ error: describe(error), ...(errors.length ? { errors } : {}) });
     process.exitCode = 1;
   }
 }
