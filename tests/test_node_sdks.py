@@ -302,6 +302,30 @@ def test_readme_javascript_example_runs(local_gateway: tuple[ServerThread, Any],
     assert re.search(r"^finish: (stop|length) \{", result.stdout, re.M), result.stdout
 
 
+def test_ai_sdk_tool_loop(gw: ServerThread, fake: FakeOpenAIUpstream, run_node: Any) -> None:
+    """An agent step loop: the AI SDK runs the streamed call's tool, sends the call and its
+    result back (``function_call`` + ``function_call_output``), and streams the answer."""
+    fake.queue = [Script(raw_chunks=_tool_chunks()), Script(texts=["It is", " 12 C."])]
+    client = run_node("ai-sdk-steps", gw.url, prompt="Weather in Paris?")
+    summary = _summary(client.finish())
+    assert client.deltas == ["It is", " 12 C."]  # textStream: the second step's text
+    assert summary["text"] == "It is 12 C." and summary["finish_reason"] == "stop"
+    assert summary["steps"] == [
+        {"finish_reason": "tool-calls", "text": "",
+         "tool_calls": [{"tool_name": "get_weather", "input": {"city": "Paris"}}],
+         "tool_results": [{"tool_name": "get_weather",
+                           "output": {"city": "Paris", "celsius": 12}}]},
+        {"finish_reason": "stop", "text": "It is 12 C.", "tool_calls": [], "tool_results": []}]
+    total = summary["total_usage"]
+    assert (total["inputTokens"], total["outputTokens"]) == (30 + 11, 9 + 2)
+    assert fake.received[-1].body["messages"][1:] == [
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1",
+         "content": '{"city":"Paris","celsius":12}'}]
+
+
 def test_ai_sdk_second_turn_references_the_first_answer(gw: ServerThread,
                                                        fake: FakeOpenAIUpstream,
                                                        run_node: Any) -> None:

@@ -12,6 +12,8 @@
 //   ai-sdk-text             the AI SDK's `streamText` on `createOpenAI({baseURL, apiKey})(MODEL)`
 //                           (the provider's default model: the Responses API), its `textStream`
 //   ai-sdk-tool             `streamText` with a tool without `execute`: the streamed tool call
+//   ai-sdk-steps            `streamText` with a tool that runs (`execute`) and `stopWhen:
+//                           stepCountIs(2)`: the call, its result sent back, the answer
 //   ai-sdk-multiturn        two `streamText` turns, the second given the first's
 //                           `response.messages` (so its answer goes back as an `item_reference`)
 //
@@ -20,7 +22,7 @@
 // the AI SDK's `errors`, if any) and exits 1.
 
 import { createOpenAI } from "@ai-sdk/openai";
-import { jsonSchema, streamText, tool } from "ai";
+import { jsonSchema, stepCountIs, streamText, tool } from "ai";
 import OpenAI from "openai";
 
 const [caseName, baseArg, modelArg, optionsArg] = process.argv.slice(2);
@@ -160,6 +162,31 @@ async function aiSdkTool() {
   return { deltas, part_types: parts, tool_calls: calls, ...(await aiSummary(result)) };
 }
 
+async function aiSdkSteps() {
+  const result = streamText({
+    ...aiSettings(),
+    stopWhen: stepCountIs(2),
+    tools: { get_weather: tool({ description: "Weather",
+                                 inputSchema: jsonSchema(WEATHER_PARAMETERS),
+                                 execute: async ({ city }) => ({ city, celsius: 12 }) }) },
+    onError,
+  });
+  let deltas = 0;
+  let text = "";
+  for await (const part of result.textStream) {
+    deltas += 1;
+    text += part;
+    emit({ delta: part });
+  }
+  const steps = (await result.steps).map((step) => ({
+    finish_reason: step.finishReason, text: step.text,
+    tool_calls: step.toolCalls.map((call) => ({ tool_name: call.toolName, input: call.input })),
+    tool_results: step.toolResults.map((r) => ({ tool_name: r.toolName, output: r.output })),
+  }));
+  const total = await result.totalUsage;
+  return { deltas, text, steps, total_usage: total, ...(await aiSummary(result)) };
+}
+
 async function aiSdkMultiturn() {
   const first = streamText({ ...aiSettings(), onError });
   const firstText = await first.text;
@@ -193,6 +220,7 @@ const CASES = {
   "openai-chat": openaiChat,
   "ai-sdk-text": aiSdkText,
   "ai-sdk-tool": aiSdkTool,
+  "ai-sdk-steps": aiSdkSteps,
   "ai-sdk-multiturn": aiSdkMultiturn,
 };
 
