@@ -246,7 +246,7 @@ def test_item_reference_stands_for_a_stored_item(gw: ServerThread,
     streamed one here): the upstream gets the item; unknown, another credential's or a
     ``store: false`` response's items are a 400 naming the input item."""
     client = _keyed_client(gw, "key-a")
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks())
     with client.responses.stream(model=MODEL, input="Weather in Paris?",
                                  tools=[WEATHER]) as stream:
         called = stream.get_final_response()
