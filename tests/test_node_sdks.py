@@ -27,8 +27,7 @@ import orjson
 import pytest
 from bench.procs import die_with_parent
 
-from .fakes import FakeOpenAIUpstream, Script, ServerThread
-from .test_ingress_responses import _tool_chunks
+from .fakes import FakeOpenAIUpstream, Script, ServerThread, tool_call_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
@@ -215,7 +214,7 @@ def test_function_call_stream(gw: ServerThread, fake: FakeOpenAIUpstream, run_no
                               case: str) -> None:
     """An upstream tool call reaches each SDK as a streamed function call: argument deltas as
     the upstream sent them, then the whole call (``call_id``, name, arguments)."""
-    fake.script = Script(raw_chunks=_tool_chunks())
+    fake.script = Script(raw_chunks=tool_call_chunks())
     client = run_node(case, gw.url, prompt="Weather in Paris?")
     summary = _summary(client.finish())
     assert client.deltas == ['{"city": "Pa', 'ris"}']
@@ -303,15 +302,18 @@ def test_readme_javascript_example_runs(local_gateway: tuple[ServerThread, Any],
 
 
 def test_ai_sdk_tool_loop(gw: ServerThread, fake: FakeOpenAIUpstream, run_node: Any) -> None:
-    """An agent step loop: the AI SDK runs the streamed call's tool, sends the call and its
-    result back (``function_call`` + ``function_call_output``), and streams the answer."""
-    fake.queue = [Script(raw_chunks=_tool_chunks()), Script(texts=["It is", " 12 C."])]
+    """An agent step loop: the AI SDK runs the streamed call's tool and sends the first step
+    back (its text as an ``item_reference``, the call as a ``function_call``, the tool's
+    result as a ``function_call_output``); the upstream gets them as one assistant turn and
+    the tool message, and the answer streams."""
+    fake.queue = [Script(raw_chunks=tool_call_chunks("Let me check.")),
+                  Script(texts=["It is", " 12 C."])]
     client = run_node("ai-sdk-steps", gw.url, prompt="Weather in Paris?")
     summary = _summary(client.finish())
-    assert client.deltas == ["It is", " 12 C."]  # textStream: the second step's text
-    assert summary["text"] == "It is 12 C." and summary["finish_reason"] == "stop"
+    assert client.deltas == ["Let me check.", "It is", " 12 C."]  # textStream: both steps
+    assert summary["text"] == "Let me check.It is 12 C." and summary["finish_reason"] == "stop"
     assert summary["steps"] == [
-        {"finish_reason": "tool-calls", "text": "",
+        {"finish_reason": "tool-calls", "text": "Let me check.",
          "tool_calls": [{"tool_name": "get_weather", "input": {"city": "Paris"}}],
          "tool_results": [{"tool_name": "get_weather",
                            "output": {"city": "Paris", "celsius": 12}}]},
@@ -319,7 +321,7 @@ def test_ai_sdk_tool_loop(gw: ServerThread, fake: FakeOpenAIUpstream, run_node: 
     total = summary["total_usage"]
     assert (total["inputTokens"], total["outputTokens"]) == (30 + 11, 9 + 2)
     assert fake.received[-1].body["messages"][1:] == [
-        {"role": "assistant", "content": None, "tool_calls": [{
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [{
             "id": "call_1", "type": "function",
             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
         {"role": "tool", "tool_call_id": "call_1",
