@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup serve test lint typecheck pytest bench bench-smoke clean
+NODE_SDKS := tests/node
+
+.PHONY: setup node-sdks serve test lint typecheck pytest bench bench-smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed"'
@@ -18,6 +20,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The JavaScript SDKs the tests drive (openai-node, the Vercel AI SDK), pinned by the lock file;
+# npm writes node_modules/.package-lock.json on each install, the stamp of this rule.
+$(NODE_SDKS)/node_modules/.package-lock.json: $(NODE_SDKS)/package.json $(NODE_SDKS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (with Node.js 20+) is needed for the tests in $(NODE_SDKS)" >&2; exit 1; }
+	npm ci --prefix $(NODE_SDKS) --no-audit --no-fund
+	touch $@
+
+node-sdks: $(NODE_SDKS)/node_modules/.package-lock.json
+
 serve: setup
 	$(BIN)/sluicegate serve
 
@@ -27,7 +38,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup node-sdks
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
@@ -40,4 +51,4 @@ bench-smoke: setup
 	$(PY) bench/run.py --smoke
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_SDKS)/node_modules

@@ -10,6 +10,7 @@ early are recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -158,6 +159,11 @@ class FakeUpstream(Generic[S]):
         self.received.clear()
         self.closed_early.clear()
 
+    def set(self, event: asyncio.Event) -> None:
+        """Set ``event`` (a script's ``release``) from another thread, on the server's loop."""
+        assert self.server is not None
+        self.server.loop.call_soon_threadsafe(event.set)
+
     @property
     def base_url(self) -> str:
         assert self.server is not None
@@ -227,6 +233,7 @@ class Script:
     headers_delay_s: float = 0.0  # silence before the status line and headers
     stall_after: int | None = None  # go silent after this many content chunks...
     stall_s: float = 30.0  # ...for this long
+    release: asyncio.Event | None = None  # with stall_after: resume once set (FakeUpstream.set)
     malformed_after: int | None = None  # garbage events after this many content chunks
     malformed_count: int = 1
     raw_chunks: list[dict[str, Any]] | None = None  # sent as is (over id/model/...), then [DONE]
@@ -291,6 +298,15 @@ class FakeOpenAIUpstream(FakeUpstream[Script]):
             request, lambda response: self._stream(request, response, body, script, chat),
             headers_delay_s=script.headers_delay_s)
 
+    @staticmethod
+    async def _stall(script: Script) -> None:
+        """Silence for ``stall_s``, or until ``release`` is set if sooner."""
+        if script.release is None:
+            await asyncio.sleep(script.stall_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(script.release.wait(), script.stall_s)
+
     async def _stream(self, request: web.Request, response: web.StreamResponse,
                       body: dict[str, Any], script: Script, chat: bool) -> None:
         base = {"id": "upstream-id-1", "created": 1700000000, "model": body.get("model"),
@@ -335,7 +351,7 @@ class FakeOpenAIUpstream(FakeUpstream[Script]):
                 await response.write(b"data: [DONE]\n\n")
                 return
             if script.stall_after is not None and k == script.stall_after:
-                await asyncio.sleep(script.stall_s)
+                await self._stall(script)
             if script.malformed_after is not None and k == script.malformed_after:
                 for _ in range(script.malformed_count):
                     await response.write(b'data: {"choices": [{"delta": {"content": "x"\n\n')

@@ -238,3 +238,40 @@ def test_store_false_keeps_nothing(gw: ServerThread) -> None:
     assert response.store is False
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input="x", previous_response_id=response.id)
+
+
+def test_item_reference_stands_for_a_stored_item(gw: ServerThread,
+                                                 fake: FakeOpenAIUpstream) -> None:
+    """``{"type": "item_reference", "id": …}`` names an output item of a stored response (a
+    streamed one here): the upstream gets the item; unknown, another credential's or a
+    ``store: false`` response's items are a 400 naming the input item."""
+    client = _keyed_client(gw, "key-a")
+    fake.script = Script(raw_chunks=tool_call_chunks())
+    with client.responses.stream(model=MODEL, input="Weather in Paris?",
+                                 tools=[WEATHER]) as stream:
+        called = stream.get_final_response()
+    fake.script = Script()
+    answered = client.responses.create(model=MODEL, input="hi")
+    call_id, message_id = called.output[0].id, answered.output[0].id
+    assert call_id.startswith("fc_") and message_id.startswith("msg_")
+    client.responses.create(model=MODEL, tools=[WEATHER], input=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "item_reference", "id": call_id},
+        {"type": "function_call_output", "call_id": "call_1", "output": "12 C"},
+        {"type": "item_reference", "id": message_id},
+        {"role": "user", "content": "Thanks"}])
+    assert fake.received[-1].body["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12 C"},
+        {"role": "assistant", "content": "Hello, world!"},
+        {"role": "user", "content": "Thanks"}]
+    unstored = client.responses.create(model=MODEL, input="hi", store=False).output[0].id
+    for reference, who in ((message_id[:-1] + "f", client), ("msg_1", client),
+                           (message_id, _keyed_client(gw, "key-b")), (unstored, client)):
+        with pytest.raises(openai.BadRequestError) as info:
+            who.responses.create(model=MODEL, input=[
+                {"role": "user", "content": "x"}, {"type": "item_reference", "id": reference}])
+        assert isinstance(info.value.body, dict) and info.value.body["param"] == "input.1.id"

@@ -22,6 +22,9 @@ helper requires, every one named (``event: <type>``) with a ``sequence_number``:
 - a failure mid-stream → an ``error`` event (``code``, ``message``), then ``response.failed``
   with ``response.error`` (``status: cancelled`` for a cancelled background response).
 
+Output item ids name their response (``msg_``/``fc_`` + the response id's hex + the item's
+index), so an ``item_reference`` input item resolves to a stored item (``response_store``).
+
 Keep-alives stay ``: keep-alive`` comments (the SDK's decoder ignores them). Reasoning text
 (``delta.reasoning_content``) is not relayed. A non-stream request gets the response object.
 """
@@ -72,6 +75,12 @@ class _Shell:
         self.created_at = int(time.time())
         self.model = model
         self.body = body
+        self.items = 0
+
+    def item_id(self, prefix: str) -> str:
+        """A new output item's id, which names this response (``response_store.item_id``)."""
+        self.items += 1
+        return response_store.item_id(prefix, self.id, self.items - 1)
 
     def response(self, status: str, output: list[dict[str, Any]],
                  usage: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -192,7 +201,7 @@ class ResponsesEgress(DialectEgress):
     def _text(self, text: str, out: list[bytes]) -> None:
         item = self.open
         if item is None or item["type"] != "message":
-            item = {"id": _id("msg"), "type": "message", "status": "in_progress",
+            item = {"id": self.shell.item_id("msg"), "type": "message", "status": "in_progress",
                     "role": "assistant",
                     "content": [{"type": "output_text", "text": "", "annotations": [],
                                  "logprobs": []}]}
@@ -210,7 +219,8 @@ class ResponsesEgress(DialectEgress):
         index = call.get("index", 0)
         fn = call.get("function") or {}
         if index not in self.tool_items:
-            item = {"id": _id("fc"), "type": "function_call", "status": "in_progress",
+            item = {"id": self.shell.item_id("fc"), "type": "function_call",
+                    "status": "in_progress",
                     "call_id": call.get("id") or _id("call"), "name": fn.get("name") or "",
                     "arguments": ""}
             self.tool_items[index] = self._add(item, out)
@@ -266,13 +276,13 @@ def to_response(completion: dict[str, Any], shell: _Shell) -> dict[str, Any]:
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
     if message.get("content"):
-        output.append({"id": _id("msg"), "type": "message", "status": "completed",
+        output.append({"id": shell.item_id("msg"), "type": "message", "status": "completed",
                        "role": "assistant", "content": [{
                            "type": "output_text", "text": message["content"],
                            "annotations": [], "logprobs": []}]})
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
-        output.append({"id": _id("fc"), "type": "function_call", "status": "completed",
+        output.append({"id": shell.item_id("fc"), "type": "function_call", "status": "completed",
                        "call_id": call.get("id") or _id("call"), "name": fn.get("name") or "",
                        "arguments": fn.get("arguments") or ""})
     usage = _usage(completion.get("usage"), 0)
@@ -287,6 +297,9 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     stream = body.get("stream") is True
+    if isinstance(body.get("input"), list):  # item_reference items → the stored items
+        body = {**body, "input": await response_store.resolve_references(
+            gateway, request, body["input"])}
     history: list[dict[str, Any]] = []
     if body.get("previous_response_id") is not None:
         history = await response_store.load(gateway, request, body["previous_response_id"])
@@ -302,7 +315,8 @@ async def create(gateway: Any, request: web.Request) -> web.StreamResponse:
 
     async def store(response_id: str, output: list[dict[str, Any]]) -> None:
         await response_store.save(gateway, request, response_id,
-                                  [*conversation, response_store.output_message(output)])
+                                  [*conversation, response_store.output_message(output)],
+                                  output)
 
     keep = body.get("store") is not False
     if body.get("background") is True:

@@ -5,9 +5,10 @@ body the gateway routes:
 
 - ``input`` as a string (one user message) or a list of items: messages (``role`` user,
   system, developer or assistant; ``content`` a string or ``input_text`` / ``output_text`` /
-  ``input_image`` parts), ``function_call`` items (→ an assistant message's ``tool_calls``,
-  consecutive calls merged) and ``function_call_output`` items (→ ``tool`` messages);
-  ``reasoning`` items are dropped;
+  ``input_image`` parts), ``function_call`` items (→ ``tool_calls`` of the assistant message
+  just before, or of a new one) and ``function_call_output`` items (→ ``tool`` messages);
+  ``reasoning`` items are dropped (``item_reference`` items were replaced by the stored items
+  they name before: ``response_store.resolve_references``);
 - ``instructions`` → a system message first;
 - ``tools`` (``type: function``: ``name``, ``description``, ``parameters``, ``strict``) →
   chat function tools; ``tool_choice`` auto/none/required or ``{type: function, name}``;
@@ -90,8 +91,8 @@ def _input(body: dict[str, Any]) -> list[dict[str, Any]]:
                     "function": {"name": item["name"],
                                  "arguments": str(item.get("arguments") or "{}")}}
             last = out[-1] if out else None
-            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
-                last["tool_calls"].append(call)
+            if last is not None and last["role"] == "assistant":  # one assistant turn
+                last.setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
