@@ -324,7 +324,8 @@ def test_readme_browser_example_runs(context: Any, web_gateway: ServerThread,
     import re
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    (example,) = re.findall(r"```js\n(.*?)```", readme, re.S)
+    example = next(block for block in re.findall(r"```js\n(.*?)```", readme, re.S)
+                   if "/static/sluicegate.js" in block)
     example = (example.replace("http://127.0.0.1:8400", web_gateway.url)
                .replace("sk-my-gateway-key", MASTER_KEY).replace('"default"', '"alpha"'))
     fake.script = Script(texts=TEXTS, gap_s=0.02)
