@@ -240,26 +240,8 @@ class LoadGen:
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"[:200]
         finally:
-            if opened:
-                self.n_open -= 1
-            else:
-                self._settled()
-            self.chunks_total += events
-            self.content_total += content
-            if first:
-                self.ttft.append(first - t0)
-            if err is not None:
-                self.errors += 1
-                if len(self.error_samples) < 20 or err in self.error_samples:
-                    self.error_samples[err] = self.error_samples.get(err, 0) + 1
-            elif done:
-                self.completed += 1
-                self.ev_min = min(self.ev_min, events)
-                self.ev_max = max(self.ev_max, events)
-            elif cancelled or status == 0:
-                self.incomplete += 1
-            else:
-                self.no_done += 1
+            self._ended(opened, events, content, first - t0 if first else None, err, done,
+                        cancelled or status == 0)
 
     async def _stream_dialect(self, content_marker: bytes, done_marker: bytes) -> None:
         """One stream of another dialect's named events: an event holding ``content_marker``
@@ -305,25 +287,32 @@ class LoadGen:
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"[:200]
         finally:
-            if opened:
-                self.n_open -= 1
-            else:
-                self._settled()
-            self.chunks_total += events
-            self.content_total += content
-            if first:
-                self.ttft.append(first - t0)
-            if err is not None:
-                self.errors += 1
+            self._ended(opened, events, content, first - t0 if first else None, err, done,
+                        cancelled or status == 0)
+
+    def _ended(self, opened: bool, events: int, content: int, ttft: float | None,
+               err: str | None, done: bool, incomplete: bool) -> None:
+        """Count one finished stream (``ttft`` in s; None without content)."""
+        if opened:
+            self.n_open -= 1
+        else:
+            self._settled()
+        self.chunks_total += events
+        self.content_total += content
+        if ttft is not None:
+            self.ttft.append(ttft)
+        if err is not None:
+            self.errors += 1
+            if len(self.error_samples) < 20 or err in self.error_samples:
                 self.error_samples[err] = self.error_samples.get(err, 0) + 1
-            elif done:
-                self.completed += 1
-                self.ev_min = min(self.ev_min, events)
-                self.ev_max = max(self.ev_max, events)
-            elif cancelled or status == 0:
-                self.incomplete += 1
-            else:
-                self.no_done += 1
+        elif done:
+            self.completed += 1
+            self.ev_min = min(self.ev_min, events)
+            self.ev_max = max(self.ev_max, events)
+        elif incomplete:
+            self.incomplete += 1
+        else:
+            self.no_done += 1
 
     def _opened(self) -> None:
         self.n_open += 1

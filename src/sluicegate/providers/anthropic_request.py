@@ -39,6 +39,7 @@ from typing import Any
 from ..errors import InvalidRequestError
 from ..schemas import ChatMessage, ChatRequest
 from .parts import (
+    checked_tool_call,
     content_parts,
     parse_data_url,
     parse_tool_arguments,
@@ -188,20 +189,11 @@ def _assistant_blocks(message: ChatMessage, i: int) -> list[dict[str, Any]]:
         if text:
             blocks.append(_with_cache_control({"type": "text", "text": text}, part))
     for k, call in enumerate(message.tool_calls or ()):
-        param = f"messages.{i}.tool_calls.{k}"
-        fn = call.get("function")
-        if call.get("type", "function") != "function" or not isinstance(fn, dict):
-            raise InvalidRequestError("Only function tool calls are supported.",
-                                      param=f"{param}.type")
-        if not isinstance(call.get("id"), str) or not call["id"]:
-            raise InvalidRequestError("A tool call needs an id.", param=f"{param}.id")
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise InvalidRequestError("A tool call needs a function name.",
-                                      param=f"{param}.function.name")
+        fn = checked_tool_call(call, i, k)
         arguments = parse_tool_arguments(fn.get("arguments"), i, k)
         if not isinstance(arguments, dict):
             raise InvalidRequestError("Tool call arguments must be a JSON object.",
-                                      param=f"{param}.function.arguments")
+                                      param=f"messages.{i}.tool_calls.{k}.function.arguments")
         blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"],
                        "input": arguments})
     return blocks

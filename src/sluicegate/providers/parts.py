@@ -19,6 +19,7 @@ from ..schemas import ChatMessage
 
 __all__ = [
     "DataURL",
+    "checked_tool_call",
     "content_parts",
     "parse_data_url",
     "parse_tool_arguments",
@@ -75,6 +76,23 @@ def guess_mime_type(url: str, default: str = "image/jpeg") -> str:
     """The MIME type a URL's file extension suggests (``mimetypes``), else ``default``."""
     guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
     return guessed or default
+
+
+def checked_tool_call(call: dict[str, Any], index: int, call_index: int) -> dict[str, Any]:
+    """The ``function`` of assistant message ``index``'s tool call ``call_index`` (OpenAI shape:
+    ``{id, type: "function", function: {name, arguments}}``). Raises ``InvalidRequestError``
+    (400) naming ``messages.<i>.tool_calls.<k>.<field>`` for another type, no id or no name."""
+    param = f"messages.{index}.tool_calls.{call_index}"
+    fn = call.get("function")
+    if call.get("type", "function") != "function" or not isinstance(fn, dict):
+        raise InvalidRequestError("Only function tool calls are supported.",
+                                  param=f"{param}.type")
+    if not isinstance(call.get("id"), str) or not call["id"]:
+        raise InvalidRequestError("A tool call needs an id.", param=f"{param}.id")
+    if not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise InvalidRequestError("A tool call needs a function name.",
+                                  param=f"{param}.function.name")
+    return fn
 
 
 def parse_tool_arguments(arguments: Any, index: int, call_index: int) -> Any:

@@ -45,7 +45,13 @@ import orjson
 
 from ..errors import InvalidRequestError
 from ..schemas import ChatMessage, ChatRequest
-from .parts import content_parts, parse_data_url, system_text, unsupported_part
+from .parts import (
+    checked_tool_call,
+    content_parts,
+    parse_data_url,
+    system_text,
+    unsupported_part,
+)
 
 __all__ = ["build_responses_request", "input_items", "native_body"]
 
@@ -141,16 +147,7 @@ def _assistant(message: ChatMessage, i: int) -> list[dict[str, Any]]:
     if text := "".join(texts):
         items.append({"type": "message", "role": "assistant", "content": text})
     for k, call in enumerate(message.tool_calls or ()):
-        param = f"messages.{i}.tool_calls.{k}"
-        fn = call.get("function")
-        if call.get("type", "function") != "function" or not isinstance(fn, dict):
-            raise InvalidRequestError("Only function tool calls are supported.",
-                                      param=f"{param}.type")
-        if not isinstance(call.get("id"), str) or not call["id"]:
-            raise InvalidRequestError("A tool call needs an id.", param=f"{param}.id")
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise InvalidRequestError("A tool call needs a function name.",
-                                      param=f"{param}.function.name")
+        fn = checked_tool_call(call, i, k)
         arguments = fn.get("arguments")
         if isinstance(arguments, dict):
             arguments = orjson.dumps(arguments).decode()
