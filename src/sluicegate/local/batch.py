@@ -50,6 +50,7 @@ from __future__ import annotations
 import codecs
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,9 @@ from typing import Any
 from ..errors import UpstreamError
 from .cpu import Repack, load_llama
 from .engine import Finished, Job, LocalEngine, Piece, _partial_stop
+from .sampling import sampler_chain
 
-__all__ = ["PREFILL_CHUNK", "BatchedEngine", "make_engine"]
+__all__ = ["JOIN_WINDOW_S", "PREFILL_CHUNK", "BatchedEngine", "make_engine"]
 
 log = logging.getLogger("sluicegate.local")
 
@@ -70,11 +72,19 @@ PREFILL_CHUNK = 128
 """Prompt tokens read per step while other sequences decode: bounds the pause a new prompt
 adds to their next token."""
 
+JOIN_WINDOW_S = 0.003
+"""An idle engine starts a job's first step once no other job has arrived for this long
+(seconds): requests sent together, which reach the engine a millisecond or two apart, then read
+their prompts in one batch. Reading them one step after another would hold the later ones'
+first token behind the earlier one's whole prompt step (~55 ms for a 20-token prompt here), and
+a batch of prompts costs less than the prompts one by one. The price: a lone request's first
+token comes this much later."""
+
+JOIN_MAX_S = 0.012
+"""The longest an idle engine waits for a burst of jobs to arrive (seconds)."""
+
 MIN_SHARED_PREFIX = 8
 """Shorter common prefixes are evaluated again rather than copied."""
-
-PENALTY_LAST_N = 64  # as Llama's last_n_tokens_size default
-
 
 @dataclass(eq=False)
 class _Seq:
@@ -122,6 +132,8 @@ class BatchedEngine(LocalEngine):
         self.unified = unified
         self.prefix_tokens_reused = 0
         """Prompt tokens copied from another sequence instead of evaluated (tests, metrics)."""
+        self.sequences_moved = 0
+        """Sequences moved to another id to close a gap between ids (tests, metrics)."""
         self._ctx: Any = None
         self._batch: Any = None
         self._mem: Any = None
@@ -168,6 +180,8 @@ class BatchedEngine(LocalEngine):
                     self._wake.wait()
                 if self._closed and not self._jobs and not self._running:
                     return
+                if not self._running:
+                    self._gather_burst()
                 started = self._admit_waiting()
             for seq in started:
                 self._start_choice(seq)
@@ -180,6 +194,19 @@ class BatchedEngine(LocalEngine):
                 log.exception("local batched generation failed")
                 for seq in list(self._running):
                     self._end_job(seq, exc)
+
+    def _gather_burst(self) -> None:
+        """Idle, with a job to start: wait while more jobs keep arriving (each within
+        ``JOIN_WINDOW_S`` of the last, ``JOIN_MAX_S`` in all, until every free sequence has
+        one), so that requests sent together read their prompts in one first step. Called with
+        ``_wake`` held; ``submit`` and ``close`` notify it."""
+        deadline = time.monotonic() + JOIN_MAX_S
+        seen = len(self._jobs)
+        while not self._closed and seen < len(self._free_ids):
+            left = min(JOIN_WINDOW_S, deadline - time.monotonic())
+            if left <= 0 or not self._wake.wait(left) or len(self._jobs) == seen:
+                return
+            seen = len(self._jobs)
 
     def _admit_waiting(self) -> list[_Seq]:
         """Jobs from the queue that fit now (called with ``_wake`` held), in order."""
@@ -196,7 +223,11 @@ class BatchedEngine(LocalEngine):
                 break  # waits for cells: first come, first served
             self._jobs.pop(0)
             reserved += need
-            seq = _Seq(job, self._free_ids.pop(0), 0, None, need)
+            # Sharing sequences take the lowest free ids, seeded ones (decoded alone) the
+            # highest, so that the sharing ones stay consecutive: see _decode.
+            seq_id = (max if self._alone_job(job) else min)(self._free_ids)
+            self._free_ids.remove(seq_id)
+            seq = _Seq(job, seq_id, 0, None, need)
             self._running.append(seq)
             started.append(seq)
         return started
@@ -211,9 +242,9 @@ class BatchedEngine(LocalEngine):
 
         p = seq.job.params
         seed = p.seed + seq.index if p.seed is not None else random.getrandbits(31)
-        seq.sampler = _sampler_chain(self._llm.n_vocab(), p.temperature, p.top_k, p.top_p,
-                                     p.repeat_penalty, p.frequency_penalty, p.presence_penalty,
-                                     seed)
+        seq.sampler = sampler_chain(self._llm.n_vocab(), p.temperature, p.top_k, p.top_p,
+                                    p.repeat_penalty, p.frequency_penalty, p.presence_penalty,
+                                    seed)
         seq.read = seq.count = 0
         seq.last = -1
         seq.pending = ""
@@ -265,18 +296,52 @@ class BatchedEngine(LocalEngine):
         decoding = any(s.last >= 0 for s in running)
         shared = [s for s in running if not self._alone(s)]
         if shared:
+            if not self.unified:
+                self._close_gaps(shared)
             self._decode(shared, PREFILL_CHUNK if decoding else N_BATCH)
         for seq in running:
             if self._alone(seq) and seq in self._running:
                 # Read like Llama.eval: in n_batch chunks, alone, whatever the others do.
                 self._decode([seq], N_BATCH)
 
+    def _close_gaps(self, shared: list[_Seq]) -> None:
+        """Move the highest sharing sequence into a free id between the others until their
+        ids are consecutive, so that their step is one pass over the weights, not one per run
+        of consecutive ids (see ``_decode``). A move copies the sequence's whole cache stream
+        once (``llama_memory_seq_cp``, at the next decode): about what one extra pass costs."""
+        import llama_cpp
+
+        while True:
+            ids = sorted(s.seq_id for s in shared)
+            with self._wake:
+                gaps = [i for i in self._free_ids if ids[0] < i < ids[-1]]
+                if not gaps:
+                    return
+                target = min(gaps)
+                self._free_ids.remove(target)
+                top = next(s for s in shared if s.seq_id == ids[-1])
+                llama_cpp.llama_memory_seq_cp(self._mem, top.seq_id, target, -1, -1)
+                llama_cpp.llama_memory_seq_rm(self._mem, top.seq_id, -1, -1)
+                self._free_ids.append(top.seq_id)
+                top.seq_id = target
+                self.sequences_moved += 1
+
     def _alone(self, seq: _Seq) -> bool:
-        return not self.unified and seq.job.params.seed is not None
+        return self._alone_job(seq.job)
+
+    def _alone_job(self, job: Job) -> bool:
+        return not self.unified and job.params.seed is not None
 
     def _decode(self, seqs: list[_Seq], budget: int) -> None:
         """Decode the next token of every decoding sequence in ``seqs`` and up to ``budget``
-        prompt tokens of those still reading their prompt, then sample."""
+        prompt tokens of those still reading their prompt (first come, first served), then
+        sample.
+
+        The batch lists its tokens by sequence id. With a cache per sequence llama.cpp splits
+        a batch into micro-batches that each hold consecutive, increasing sequence ids only
+        (``llama_batch_allocr::split_equal``, sequential), and every micro-batch is a pass
+        over all the weights: 4 decode tokens in the order 3, 2, 1, 0 cost 2.5x the same
+        tokens in the order 0, 1, 2, 3 (``bench/decode_ceiling.py --order``)."""
         import llama_cpp
 
         batch = self._batch
@@ -294,19 +359,20 @@ class BatchedEngine(LocalEngine):
                 rows.append((seq, n))
             n += 1
 
+        budget = min(budget, N_BATCH - sum(1 for s in seqs if s.last >= 0))
+        takes: dict[_Seq, int] = {}  # prompt tokens each reading sequence reads now
         for seq in seqs:
+            if seq.last < 0 and budget > 0:
+                takes[seq] = min(budget, len(seq.job.prompt_tokens) - seq.read)
+                budget -= takes[seq]
+        for seq in sorted(seqs, key=lambda s: s.seq_id):
             if seq.last >= 0:
                 add(seq, seq.last, seq.n_past - 1, True)  # the sampled token is not in yet
-        budget = min(budget, N_BATCH - n)
-        for seq in seqs:
-            if seq.last >= 0 or budget <= 0:
-                continue
-            prompt = seq.job.prompt_tokens
-            take = min(budget, len(prompt) - seq.read)
-            for i in range(seq.read, seq.read + take):
-                add(seq, prompt[i], i, i == len(prompt) - 1)
-            seq.read += take
-            budget -= take
+            elif seq in takes:
+                prompt = seq.job.prompt_tokens
+                for i in range(seq.read, seq.read + takes[seq]):
+                    add(seq, prompt[i], i, i == len(prompt) - 1)
+                seq.read += takes[seq]
         if n == 0:
             return
         batch.n_tokens = n
@@ -381,30 +447,6 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _sampler_chain(n_vocab: int, temperature: float, top_k: int, top_p: float,
-                   repeat_penalty: float, frequency_penalty: float, presence_penalty: float,
-                   seed: int) -> Any:
-    """The chain ``Llama.generate`` builds for these settings (min_p 0, typical_p 1)."""
-    import llama_cpp
-
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = llama_cpp.llama_sampler_chain_add
-    add(chain, llama_cpp.llama_sampler_init_penalties(
-        n_vocab, PENALTY_LAST_N, repeat_penalty, frequency_penalty, presence_penalty))
-    if temperature < 0.0:
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    elif temperature == 0.0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-    else:
-        add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
-        add(chain, llama_cpp.llama_sampler_init_typical(1.0, 1))
-        add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_min_p(0.0, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
 
 
 def make_engine(model_path: str | Callable[[], str], *, parallel: int, n_ctx: int,
