@@ -22,9 +22,12 @@ repetition, it times (``time.perf_counter`` around one ctypes call, in ms):
   engine builds (temperature 0.8, top_k 40, top_p 0.95); and two rows sampled one after the
   other vs on two threads at once (ctypes releases the GIL).
 
-Last, ``--streams`` (default 4) requests of ``--max-tokens`` go through the engine itself, and
-the steps where every one of them decodes are split into ``llama_decode``, sampling, and the
-rest (Python: the batch, detokenizing, handing pieces over).
+Last, in a process of its own, ``--streams`` (default 4) requests of ``--max-tokens`` go
+through the engine itself, and the steps where every one of them decodes are split into
+``llama_decode``, sampling, and the rest (Python: the batch, detokenizing, handing pieces
+over). Its own process, because a second thread calling llama.cpp in one process gets an
+OpenMP thread pool of its own, and with more OpenMP threads than cores libgomp stops spinning
+at barriers (``GOMP_SPINCOUNT`` falls to 1,000): every step then costs ~1.7x.
 
 Prints median and p10-p90 per item, and "decode k / decode 1": the ceiling of aggregate tokens/s
 at k streams over one stream is k over that ratio (sampling and Python not counted).
@@ -41,6 +44,8 @@ import itertools
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,15 +73,23 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=20)
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_only:
+        engine = BatchedEngine(str(gguf.assemble()), parallel=args.streams, n_ctx=1024,
+                               n_threads=args.threads, repack=args.repack)
+        engine.load()
+        engine_steps(engine, args.streams, args.max_tokens)
+        engine.close()
+        return
     sizes = [int(x) for x in args.sizes.split(",")]
     prefills = [k for k in sizes if k <= 4]
     top = max(sizes)
     # Sequences 0..top-1 decode, the next ones read the prefill items' prompts, one is spare.
-    parallel = max(top + max(prefills) + 1, args.streams)
+    parallel = top + max(prefills) + 1
     engine = BatchedEngine(str(gguf.assemble()), parallel=parallel, n_ctx=1024,
                            n_threads=args.threads, repack=args.repack)
-    engine.load()  # its worker thread waits for jobs until the last part
+    engine.load()  # its worker thread waits for jobs that never come
     ctx, mem, llm = engine._ctx, engine._mem, engine._llm
     batch = llama_cpp.llama_batch_init(512, 0, 1)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=True, special=False)[:LOW]
@@ -187,8 +200,10 @@ def main() -> None:
         elif name.startswith("prefill ") and base:
             note = f"{med / base:>7.2f}  x prefill 1"
         print(f"{name:<36}{med:>10.2f}{p10:>8.2f}{p90:>8.2f}{note}")
-    engine_steps(engine, args.streams, args.max_tokens)
     engine.close()
+    subprocess.run([sys.executable, __file__, "--engine-only", "--threads", str(args.threads),
+                    "--repack", args.repack, "--streams", str(args.streams),
+                    "--max-tokens", str(args.max_tokens)], check=True)
 
 
 def engine_steps(engine: BatchedEngine, streams: int, max_tokens: int) -> None:

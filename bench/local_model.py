@@ -13,8 +13,9 @@ The gateway runs as a separate process (``sluicegate serve``), the client is htt
 ``--concurrent 1,2,4,8`` compares instead two gateways, ``local.parallel: 1`` (one sequence at
 a time) and ``local.parallel: P`` (``--parallel``, default 4; batched), both running, in
 alternating rounds: at each level C, C streams start at once (unseeded, temperature 0.8, each
-with its own prompt), and the round reports aggregate tokens/s (completion tokens of all
-streams over the wall time of the round) and every stream's TTFT; TTFT p50/p99 are over all
+with its own prompt, new at every level of every round unless ``--repeat-prompts``), and the
+round reports aggregate tokens/s (completion tokens of all streams over the wall time of the
+round) and every stream's TTFT; TTFT p50/p99 are over all
 streams of all rounds at that level (p99 is close to the maximum with so few samples), and
 "last TTFT" is the median over rounds of the slowest first token of a round. "x p1" is the
 aggregate over the first variant's one-stream aggregate, "spread" the lowest and highest
@@ -91,8 +92,12 @@ def _result(start: float, first: float, last: float, tokens: int) -> dict[str, f
     }
 
 
-STORY_PROMPTS = [f"Story {i}. Once upon a time, in a small village by the sea, there lived"
-                 for i in range(16)]
+def story_prompt(tag: int, i: int) -> str:
+    """Stream ``i``'s prompt for ``tag`` (round and level): 26 tokens whatever the numbers
+    (Gemma 3 reads digits one by one), so the prompts of a round have one length, and differ
+    from round to round, so no engine finds one cached from an earlier request."""
+    return (f"Story {tag % 100000:05d}{i % 100:02d}. Once upon a time, in a small village by "
+            "the sea, there lived")
 
 
 def start_gateway(env_extra: dict[str, str], threads: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -120,12 +125,12 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
 
 
 async def concurrent_round(client: httpx.AsyncClient, url: str, streams: int,
-                           max_tokens: int) -> tuple[float, list[float], float]:
-    """``streams`` requests started at once: (aggregate tokens/s, TTFTs in ms, mean
-    completion tokens per stream)."""
+                           max_tokens: int, tag: int = 0) -> tuple[float, list[float], float]:
+    """``streams`` requests started at once (prompts ``story_prompt(tag, i)``): (aggregate
+    tokens/s, TTFTs in ms, mean completion tokens per stream)."""
 
     async def one(i: int) -> tuple[int, float]:
-        body = {"model": "local/gemma-3-270m", "prompt": STORY_PROMPTS[i],
+        body = {"model": "local/gemma-3-270m", "prompt": story_prompt(tag, i),
                 "max_tokens": max_tokens, "temperature": 0.8, "stream": True,
                 "stream_options": {"include_usage": True}}
         first = 0.0
@@ -180,13 +185,14 @@ def concurrency_main(args: argparse.Namespace) -> None:
     async def run() -> None:
         async with httpx.AsyncClient() as client:
             for _proc, url in procs.values():  # warm-up
-                await concurrent_round(client, url, 2, 8)
+                await concurrent_round(client, url, 2, 8, 999)
             order = list(procs.items())
             for n in range(args.rounds):
                 for c in levels:
                     for name, (_, url) in order[n % len(order):] + order[:n % len(order)]:
+                        tag = 0 if args.repeat_prompts else n * 100 + c
                         rate, ttfts, mean = await concurrent_round(client, url, c,
-                                                                   args.max_tokens)
+                                                                   args.max_tokens, tag)
                         tokens.setdefault((name, c), []).append(mean)
                         tps.setdefault((name, c), []).append(rate)
                         ttft.setdefault((name, c), []).extend(ttfts)
@@ -244,6 +250,8 @@ def main() -> None:
     parser.add_argument("--concurrent", default="",
                         help="e.g. 1,2,4,8: parallel=1 vs batched at these stream counts")
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--repeat-prompts", action="store_true",
+                        help="--concurrent: the same prompts every round (cached prefixes)")
     parser.add_argument("--variant", action="append", default=[],
                         help="LABEL=KEY=VALUE,KEY=VALUE: a gateway with this environment "
                              "(repeatable; replaces the parallel=1 / parallel=P pair)")
