@@ -81,7 +81,7 @@ def _wait_idle(engine: LocalEngine) -> None:
         time.sleep(0.005)
     assert engine._admitted == 0, "a job is still in flight"
     if isinstance(engine, BatchedEngine):
-        assert not engine._running and sorted(engine._free_ids) == list(range(engine.parallel))
+        assert not engine._running and sorted(engine._slots.free) == list(range(engine.parallel))
 
 
 async def test_four_streams_progress_together(engines: dict[str, LocalEngine]) -> None:
@@ -206,6 +206,25 @@ async def test_a_gap_between_sequence_ids_is_closed(engines: dict[str, LocalEngi
     # Greedy counting: the moved sequence continues exactly as the single engine does.
     assert expected and runs[2].text == expected
     assert runs[0].finished is not None and runs[0].finished.completion_tokens >= 3
+    _wait_idle(engine)
+
+
+async def test_a_prompt_that_extends_a_finished_one_reads_only_the_rest(
+        engines: dict[str, LocalEngine]) -> None:
+    """A finished sequence's cache is kept; a seeded request reads its whole prompt anyway."""
+    engine = engines["batched"]
+    assert isinstance(engine, BatchedEngine)
+    _wait_idle(engine)
+    before = engine.prefix_tokens_reused
+    params = GenerationParams(max_tokens=4, temperature=0.8)
+    first = await (await _submit(engine, LONG_PROMPT, params)).read()
+    second = await (await _submit(engine, LONG_PROMPT + " Pick one.", params)).read()
+    reused = engine.prefix_tokens_reused - before
+    assert reused >= len(first.job.prompt_tokens) - 1
+    assert second.finished is not None and second.finished.completion_tokens >= 1
+    seeded = GenerationParams(max_tokens=4, temperature=0.8, seed=5)
+    await (await _submit(engine, LONG_PROMPT + " Pick one.", seeded)).read()
+    assert engine.prefix_tokens_reused - before == reused
     _wait_idle(engine)
 
 
