@@ -2,10 +2,11 @@
 ``Llama.generate``'s, so that the settings mean what they mean on the single-sequence engine.
 
 Each ``llama_sampler_sample`` call copies the 262,144 logits of a row into a candidate array
-and runs the chain over it: ~0.8-1.3 ms a row on the 2-core host of ``docs/benchmarks.md``
-(``bench/decode_ceiling.py``), a few percent of a step. Sampling two rows on two threads at
-once measured no faster there (the decode's second OpenMP thread still holds the other core
-right after a step), so the engine samples its rows one after the other.
+and runs the chain over it: ~0.8-1.5 ms a row on the 2-core host of ``docs/profile.md``
+(``bench/decode_ceiling.py``), ~8% of a 4-sequence step. Two rows sampled on two threads at
+once took 0.85-1.1x the time of one after the other there (the decode's second OpenMP thread
+spins on the other core right after a step), ~1% of a step at best, so the engine samples its
+rows one after the other.
 """
 
 from __future__ import annotations
