@@ -13,10 +13,16 @@ The gateway runs as a separate process (``sluicegate serve``), the client is htt
 ``--concurrent 1,2,4,8`` compares instead two gateways, ``local.parallel: 1`` (one sequence at
 a time) and ``local.parallel: P`` (``--parallel``, default 4; batched), both running, in
 alternating rounds: at each level C, C streams start at once (unseeded, temperature 0.8, each
-with its own prompt), and the round reports aggregate tokens/s (completion tokens of all
-streams over the wall time of the round) and every stream's TTFT; TTFT p50/p99 are over all
+with its own prompt, new at every level of every round unless ``--repeat-prompts``), and the
+round reports aggregate tokens/s (completion tokens of all streams over the wall time of the
+round) and every stream's TTFT; TTFT p50/p99 are over all
 streams of all rounds at that level (p99 is close to the maximum with so few samples), and
-"last TTFT" is the median over rounds of the slowest first token of a round.
+"last TTFT" is the median over rounds of the slowest first token of a round. "x p1" is the
+aggregate over the first variant's one-stream aggregate, "spread" the lowest and highest
+round. ``--variant LABEL=KEY=VALUE,KEY=VALUE`` (repeatable) replaces the two default gateways:
+each variant is a gateway with these environment variables (``SLUICEGATE_PARALLEL=4``, or
+``PYTHONPATH=/other/checkout/src`` to run another version of the code); the first is the
+reference. The order of the variants rotates from round to round.
 """
 
 from __future__ import annotations
@@ -86,8 +92,12 @@ def _result(start: float, first: float, last: float, tokens: int) -> dict[str, f
     }
 
 
-STORY_PROMPTS = [f"Story {i}. Once upon a time, in a small village by the sea, there lived"
-                 for i in range(16)]
+def story_prompt(tag: int, i: int) -> str:
+    """Stream ``i``'s prompt for ``tag`` (round and level): 26 tokens whatever the numbers
+    (Gemma 3 reads digits one by one), so the prompts of a round have one length, and differ
+    from round to round, so no engine finds one cached from an earlier request."""
+    return (f"Story {tag % 100000:05d}{i % 100:02d}. Once upon a time, in a small village by "
+            "the sea, there lived")
 
 
 def start_gateway(env_extra: dict[str, str], threads: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -115,12 +125,12 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
 
 
 async def concurrent_round(client: httpx.AsyncClient, url: str, streams: int,
-                           max_tokens: int) -> tuple[float, list[float], float]:
-    """``streams`` requests started at once: (aggregate tokens/s, TTFTs in ms, mean
-    completion tokens per stream)."""
+                           max_tokens: int, tag: int = 0) -> tuple[float, list[float], float]:
+    """``streams`` requests started at once (prompts ``story_prompt(tag, i)``): (aggregate
+    tokens/s, TTFTs in ms, mean completion tokens per stream)."""
 
     async def one(i: int) -> tuple[int, float]:
-        body = {"model": "local/gemma-3-270m", "prompt": STORY_PROMPTS[i],
+        body = {"model": "local/gemma-3-270m", "prompt": story_prompt(tag, i),
                 "max_tokens": max_tokens, "temperature": 0.8, "stream": True,
                 "stream_options": {"include_usage": True}}
         first = 0.0
@@ -150,10 +160,22 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def parse_variants(specs: list[str], parallel: int) -> dict[str, dict[str, str]]:
+    """``LABEL=KEY=VALUE,KEY=VALUE`` strings as {label: environment}; the default pair when
+    there are none."""
+    if not specs:
+        return {"parallel=1": {"SLUICEGATE_PARALLEL": "1"},
+                f"parallel={parallel}": {"SLUICEGATE_PARALLEL": str(parallel)}}
+    variants: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        label, _, env = spec.partition("=")
+        variants[label] = dict(item.split("=", 1) for item in env.split(",") if item)
+    return variants
+
+
 def concurrency_main(args: argparse.Namespace) -> None:
     levels = [int(x) for x in args.concurrent.split(",")]
-    variants = {"parallel=1": {"SLUICEGATE_PARALLEL": "1"},
-                f"parallel={args.parallel}": {"SLUICEGATE_PARALLEL": str(args.parallel)}}
+    variants = parse_variants(args.variant, args.parallel)
     procs = {name: start_gateway(extra, args.threads) for name, extra in variants.items()}
     tps: dict[tuple[str, int], list[float]] = {}
     ttft: dict[tuple[str, int], list[float]] = {}
@@ -163,12 +185,14 @@ def concurrency_main(args: argparse.Namespace) -> None:
     async def run() -> None:
         async with httpx.AsyncClient() as client:
             for _proc, url in procs.values():  # warm-up
-                await concurrent_round(client, url, 2, 8)
-            for _ in range(args.rounds):
+                await concurrent_round(client, url, 2, 8, 999)
+            order = list(procs.items())
+            for n in range(args.rounds):
                 for c in levels:
-                    for name, (_, url) in procs.items():
+                    for name, (_, url) in order[n % len(order):] + order[:n % len(order)]:
+                        tag = 0 if args.repeat_prompts else n * 100 + c
                         rate, ttfts, mean = await concurrent_round(client, url, c,
-                                                                   args.max_tokens)
+                                                                   args.max_tokens, tag)
                         tokens.setdefault((name, c), []).append(mean)
                         tps.setdefault((name, c), []).append(rate)
                         ttft.setdefault((name, c), []).extend(ttfts)
@@ -186,32 +210,35 @@ def concurrency_main(args: argparse.Namespace) -> None:
     from sluicegate.local.cpu import read_cpu
 
     cpu = read_cpu()
+    load = os.getloadavg()
     print(f"embedded model, {args.rounds} alternating rounds, max_tokens={args.max_tokens}, "
-          f"threads={args.threads}, CPU: {cpu.model}")
+          f"threads={args.threads}, CPU: {cpu.model}, load average at the end "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     names = list(variants)
     base = names[0]
-    print(f"{'streams':>7} {'variant':<12}{'agg tok/s':>10}{'x 1 stream':>11}{'TTFT p50':>10}"
-          f"{'TTFT p99':>10}{'last TTFT':>10}{'tok/strm':>9}   (ms)")
+    one = statistics.median(tps[(base, 1)]) if 1 in levels else 0.0
+    width = max(12, *(len(n) + 1 for n in names))
+    print(f"{'streams':>7} {'variant':<{width}}{'agg tok/s':>10}{'spread':>12}{'x p1':>6}"
+          f"{'TTFT p50':>9}{'TTFT p99':>9}{'last TTFT':>10}{'tok/strm':>9}   (ms)")
     rows = []
     for c in levels:
         for name in names:
             rate = statistics.median(tps[(name, c)])
-            one = statistics.median(tps[(name, 1)]) if 1 in levels else 0.0
             row = {"variant": name, "streams": c, "agg_tps": rate,
+                   "agg_tps_min": min(tps[(name, c)]), "agg_tps_max": max(tps[(name, c)]),
                    "vs_one_stream": rate / one if one else 0.0,
                    "ttft_p50": _pct(ttft[(name, c)], 0.5), "ttft_p99": _pct(ttft[(name, c)], 0.99),
                    "last_ttft": statistics.median(last[(name, c)]),
                    "tokens_per_stream": statistics.mean(tokens[(name, c)])}
             rows.append(row)
-            print(f"{c:>7} {name:<12}{rate:>10.1f}{row['vs_one_stream']:>11.2f}"
-                  f"{row['ttft_p50']:>10.0f}{row['ttft_p99']:>10.0f}{row['last_ttft']:>10.0f}"
+            spread = f"{row['agg_tps_min']:.0f}-{row['agg_tps_max']:.0f}"
+            print(f"{c:>7} {name:<{width}}{rate:>10.1f}{spread:>12}{row['vs_one_stream']:>6.2f}"
+                  f"{row['ttft_p50']:>9.0f}{row['ttft_p99']:>9.0f}{row['last_ttft']:>10.0f}"
                   f"{row['tokens_per_stream']:>9.1f}")
-        new = statistics.median(tps[(names[1], c)])
-        old = statistics.median(tps[(base, c)])
-        print(f"{'':>7} {'ratio':<12}{new / old:>10.2f}")
     if args.json:
         print(json.dumps({"rounds": args.rounds, "max_tokens": args.max_tokens,
-                          "threads": args.threads, "cpu": cpu.model, "rows": rows}))
+                          "threads": args.threads, "cpu": cpu.model, "load": load,
+                          "variants": variants, "rows": rows}))
 
 
 def main() -> None:
@@ -223,6 +250,11 @@ def main() -> None:
     parser.add_argument("--concurrent", default="",
                         help="e.g. 1,2,4,8: parallel=1 vs batched at these stream counts")
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--repeat-prompts", action="store_true",
+                        help="--concurrent: the same prompts every round (cached prefixes)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL=KEY=VALUE,KEY=VALUE: a gateway with this environment "
+                             "(repeatable; replaces the parallel=1 / parallel=P pair)")
     args = parser.parse_args()
     if args.concurrent:
         concurrency_main(args)

@@ -81,7 +81,7 @@ def _wait_idle(engine: LocalEngine) -> None:
         time.sleep(0.005)
     assert engine._admitted == 0, "a job is still in flight"
     if isinstance(engine, BatchedEngine):
-        assert not engine._running and sorted(engine._free_ids) == list(range(engine.parallel))
+        assert not engine._running and sorted(engine._slots.free) == list(range(engine.parallel))
 
 
 async def test_four_streams_progress_together(engines: dict[str, LocalEngine]) -> None:
@@ -99,6 +99,36 @@ async def test_four_streams_progress_together(engines: dict[str, LocalEngine]) -
         assert r.finished is not None
         assert r.finished.completion_tokens == r.job.completion_tokens <= 24
         assert r.finishes in (["stop"], ["length"])
+    _wait_idle(engine)
+
+
+async def test_requests_arriving_together_read_their_prompts_in_one_step(
+        engines: dict[str, LocalEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle engine waits for a burst to arrive before its first step (here a window far
+    longer than the gaps between the submissions, so the test does not depend on timing)."""
+    import llama_cpp
+
+    from sluicegate.local import batch
+
+    engine = engines["batched"]
+    _wait_idle(engine)
+    monkeypatch.setattr(batch, "JOIN_WINDOW_S", 5.0)
+    monkeypatch.setattr(batch, "JOIN_MAX_S", 5.0)
+    decoded: list[int] = []
+    real = llama_cpp.llama_decode
+
+    def decode(ctx: object, b: llama_cpp.llama_batch) -> int:
+        decoded.append(b.n_tokens)
+        return int(real(ctx, b))
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    params = GenerationParams(max_tokens=4, temperature=0.8)
+    runs = [await _submit(engine, PROMPTS[0], params)]
+    await asyncio.sleep(0.1)  # the worker has long woken up for the first job
+    runs += [await _submit(engine, p, params) for p in PROMPTS[1:]]
+    await asyncio.gather(*(r.read() for r in runs))
+    assert decoded[0] == sum(len(r.job.prompt_tokens) for r in runs)
+    assert all(r.finished is not None and r.finished.completion_tokens >= 1 for r in runs)
     _wait_idle(engine)
 
 
@@ -146,6 +176,56 @@ async def test_seeded_text_alone_equals_beside_others(engines: dict[str, LocalEn
     assert single and alone == single
     assert seeded.text == single
     _wait_idle(batched)
+
+
+async def test_seeded_text_with_penalties_equals_single_engine(
+        engines: dict[str, LocalEngine]) -> None:
+    """The batched chain runs a wider top-k before the penalties; the tokens stay the same."""
+    params = GenerationParams(max_tokens=40, temperature=1.0, seed=77, repeat_penalty=1.3,
+                              frequency_penalty=0.4, presence_penalty=0.2)
+    single = (await (await _submit(engines["single"], PROMPTS[3], params)).read()).text
+    batched = (await (await _submit(engines["batched"], PROMPTS[3], params)).read()).text
+    assert single and batched == single
+    _wait_idle(engines["batched"])
+
+
+async def test_a_gap_between_sequence_ids_is_closed(engines: dict[str, LocalEngine]) -> None:
+    """When a sequence between two others ends, the last one moves into its id (one pass
+    over the weights per step again) and goes on with its own cache."""
+    engine = engines["batched"]
+    assert isinstance(engine, BatchedEngine)
+    _wait_idle(engine)
+    moved = engine.sequences_moved
+    long = GenerationParams(max_tokens=24, temperature=0.0)
+    short = GenerationParams(max_tokens=2, temperature=0.8)
+    expected = (await (await _submit(engines["single"], PROMPTS[3], long)).read()).text
+    runs = [await _submit(engine, PROMPTS[3], long), await _submit(engine, PROMPTS[0], short),
+            await _submit(engine, PROMPTS[3], long)]
+    await asyncio.gather(*(r.read() for r in runs))
+    assert engine.sequences_moved > moved
+    # Greedy counting: the moved sequence continues exactly as the single engine does.
+    assert expected and runs[2].text == expected
+    assert runs[0].finished is not None and runs[0].finished.completion_tokens >= 3
+    _wait_idle(engine)
+
+
+async def test_a_prompt_that_extends_a_finished_one_reads_only_the_rest(
+        engines: dict[str, LocalEngine]) -> None:
+    """A finished sequence's cache is kept; a seeded request reads its whole prompt anyway."""
+    engine = engines["batched"]
+    assert isinstance(engine, BatchedEngine)
+    _wait_idle(engine)
+    before = engine.prefix_tokens_reused
+    params = GenerationParams(max_tokens=4, temperature=0.8)
+    first = await (await _submit(engine, LONG_PROMPT, params)).read()
+    second = await (await _submit(engine, LONG_PROMPT + " Pick one.", params)).read()
+    reused = engine.prefix_tokens_reused - before
+    assert reused >= len(first.job.prompt_tokens) - 1
+    assert second.finished is not None and second.finished.completion_tokens >= 1
+    seeded = GenerationParams(max_tokens=4, temperature=0.8, seed=5)
+    await (await _submit(engine, LONG_PROMPT + " Pick one.", seeded)).read()
+    assert engine.prefix_tokens_reused - before == reused
+    _wait_idle(engine)
 
 
 async def test_shared_cache_reuses_a_common_prefix(engines: dict[str, LocalEngine]) -> None:

@@ -1,20 +1,24 @@
 """The batched embedded engine: up to ``parallel`` sequences decoded together (``local.parallel``).
 
 llama.cpp decodes many sequences in one ``llama_decode`` call when each token of the batch
-names its sequence id; on a CPU a step for a small model costs little more for 4 sequences than
-for 1, because the weights are read once per step. ``BatchedEngine`` drives llama-cpp-python's
-low-level API directly, on one context with ``n_seq_max = parallel``:
+names its sequence id; the weights are read once per pass, so a step for 4 sequences costs
+~1.6x a step for 1 on the 2-core host of ``docs/profile.md`` (not 4x). ``BatchedEngine`` drives
+llama-cpp-python's low-level API directly, on one context with ``n_seq_max = parallel``:
 
 - Every step puts the last sampled token of each running sequence into one batch, then fills
   what is left (at most ``PREFILL_CHUNK`` tokens while others decode) with prompt tokens of the
   sequences still reading their prompt. A new request so joins at the next step and a long
-  prompt is read in chunks between decode steps, never freezing the others.
-- A sequence that finishes or is cancelled frees its cells at once (``llama_memory_seq_rm``)
-  and its sequence id goes to the next waiting job.
-- Sampling is per sequence: each has its own llama.cpp sampler chain, built like
-  ``Llama.generate``'s (penalties, top-k, typical, top-p, min-p, temperature, seeded dist), so
-  temperature, top_p, seed, stop and n mean what they mean on the single-sequence engine. The
-  ``n`` choices of a job run one after the other on its sequence, as before.
+  prompt is read in chunks between decode steps, never freezing the others. An idle engine
+  waits ``JOIN_WINDOW_S`` for more requests, so a burst reads its prompts in one step.
+- The batch lists its tokens by sequence id, and the ids of the sequences that share a step
+  are kept consecutive (``sluicegate.local.slots``): llama.cpp makes a pass over the weights
+  per run of consecutive ids, and ids 3, 2, 1, 0 cost 2.5x ids 0, 1, 2, 3.
+- A sequence that finishes or is cancelled frees its id at once for the next waiting job. Its
+  cache is kept until that id is taken: a prompt that begins like it reads only the rest.
+- Sampling is per sequence: each has its own llama.cpp sampler chain
+  (``sluicegate.local.sampling``), so temperature, top_p, seed, stop and n mean what they mean
+  on the single-sequence engine. The ``n`` choices of a job run one after the other on its
+  sequence, the later ones reusing its prompt.
 - The contract of ``LocalEngine`` holds: pieces are handed to the job's event loop as they
   are produced, ``cancel()`` is honoured before the next token, usage is exact, and beyond
   ``parallel + max_queue`` admitted jobs ``submit`` raises ``RateLimitError`` (429).
@@ -27,39 +31,40 @@ Two KV cache layouts (``local.shared_cache``):
   own cells. Its logits still depend on what else is in the batch: llama.cpp's CPU matrix
   kernels round differently for other batch shapes (a prompt chunk of another sequence beside
   a decode row made a seeded text diverge after 2 tokens). So a seeded request is decoded in a
-  batch of its own, as the single-sequence engine would (decode rows alone, its prompt in
-  ``n_batch`` chunks), and gives the same text as there, alone or beside other streams
-  (``tests/test_local_batch.py``). The price: a seeded stream does not share the weight reads
-  of a step; unseeded ones do. No prefix reuse: llama.cpp copies between streams only whole
-  sequences.
+  batch of its own, as the single-sequence engine would (decode rows alone, its whole prompt
+  in ``n_batch`` chunks, no cached prefix), and gives the same text as there, alone or beside
+  other streams (``tests/test_local_batch.py``). The price: a seeded stream does not share the
+  weight reads of a step; unseeded ones do.
 - Shared (``kv_unified`` on): all sequences draw from one ``n_ctx`` cells. A job starts only
   when its prompt plus ``max_tokens`` fits beside the cells reserved by the running ones;
   otherwise it waits (first come, first served). A sequence whose prompt begins like one a
   running sequence has read copies those cells (``llama_memory_seq_cp``) instead of evaluating
-  them again. But attention then runs over a cache interleaved with other sequences' cells,
-  whose float reductions round differently: a seeded (or greedy) request beside others can
-  diverge from its text alone after some tokens. Gemma 3 uses sliding-window attention, whose
-  cache may drop cells a window behind a sequence, so a prefix is copied only from a sequence
-  that has not gone that far.
+  them again; a finished sequence keeps nothing. Attention runs over a cache interleaved with
+  other sequences' cells, whose float reductions round differently: a seeded (or greedy)
+  request beside others can diverge from its text alone after some tokens. Gemma 3 uses
+  sliding-window attention, whose cache may drop cells a window behind a sequence, so a prefix
+  is copied only from a sequence that has not gone that far.
 
 A prompt that cannot fit one window is refused at ``submit`` (400), as before.
 """
 
 from __future__ import annotations
 
-import codecs
 import logging
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UpstreamError
 from .cpu import Repack, load_llama
-from .engine import Finished, Job, LocalEngine, Piece, _partial_stop
+from .engine import Finished, Job, LocalEngine, Piece
+from .sampling import sampler_chain
+from .sequence import Seq
+from .slots import MIN_SHARED_PREFIX, Slots, common_prefix
 
-__all__ = ["PREFILL_CHUNK", "BatchedEngine", "make_engine"]
+__all__ = ["JOIN_WINDOW_S", "PREFILL_CHUNK", "BatchedEngine", "make_engine"]
 
 log = logging.getLogger("sluicegate.local")
 
@@ -70,34 +75,16 @@ PREFILL_CHUNK = 128
 """Prompt tokens read per step while other sequences decode: bounds the pause a new prompt
 adds to their next token."""
 
-MIN_SHARED_PREFIX = 8
-"""Shorter common prefixes are evaluated again rather than copied."""
+JOIN_WINDOW_S = 0.003
+"""An idle engine starts a job's first step once no other job has arrived for this long
+(seconds): requests sent together, which reach the engine a millisecond or two apart, then read
+their prompts in one batch. Reading them one step after another would hold the later ones'
+first token behind the earlier one's whole prompt step (~55 ms for a 20-token prompt here), and
+a batch of prompts costs less than the prompts one by one. The price: a lone request's first
+token comes this much later."""
 
-PENALTY_LAST_N = 64  # as Llama's last_n_tokens_size default
-
-
-@dataclass(eq=False)
-class _Seq:
-    """One running choice of a job, on its own sequence id."""
-
-    job: Job
-    seq_id: int
-    index: int
-    sampler: Any
-    reserved: int
-    read: int = 0
-    """Prompt tokens in the KV cache (evaluated or copied)."""
-    last: int = -1
-    """The token to feed at the next step (-1: still reading the prompt)."""
-    count: int = 0
-    pending: str = ""
-    at_start: bool = False
-    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
-
-    @property
-    def n_past(self) -> int:
-        """Positions used: the prompt read so far and the tokens sampled after it."""
-        return self.read + self.count
+JOIN_MAX_S = 0.012
+"""The longest an idle engine waits for a burst of jobs to arrive (seconds)."""
 
 
 class BatchedEngine(LocalEngine):
@@ -122,12 +109,14 @@ class BatchedEngine(LocalEngine):
         self.unified = unified
         self.prefix_tokens_reused = 0
         """Prompt tokens copied from another sequence instead of evaluated (tests, metrics)."""
+        self.sequences_moved = 0
+        """Sequences moved to another id to close a gap between ids (tests, metrics)."""
         self._ctx: Any = None
         self._batch: Any = None
         self._mem: Any = None
         self._n_swa = 0
-        self._running: list[_Seq] = []
-        self._free_ids: list[int] = list(range(parallel))
+        self._running: list[Seq] = []
+        self._slots = Slots(parallel)
 
     def load(self) -> None:
         import llama_cpp
@@ -168,6 +157,8 @@ class BatchedEngine(LocalEngine):
                     self._wake.wait()
                 if self._closed and not self._jobs and not self._running:
                     return
+                if not self._running:
+                    self._gather_burst()
                 started = self._admit_waiting()
             for seq in started:
                 self._start_choice(seq)
@@ -181,22 +172,38 @@ class BatchedEngine(LocalEngine):
                 for seq in list(self._running):
                     self._end_job(seq, exc)
 
-    def _admit_waiting(self) -> list[_Seq]:
+    def _gather_burst(self) -> None:
+        """Idle, with a job to start: wait while more jobs keep arriving (each within
+        ``JOIN_WINDOW_S`` of the last, ``JOIN_MAX_S`` in all, until every free sequence has
+        one), so that requests sent together read their prompts in one first step. Called with
+        ``_wake`` held; ``submit`` and ``close`` notify it."""
+        deadline = time.monotonic() + JOIN_MAX_S
+        seen = len(self._jobs)
+        while not self._closed and seen < len(self._slots.free):
+            left = min(JOIN_WINDOW_S, deadline - time.monotonic())
+            if left <= 0 or not self._wake.wait(left) or len(self._jobs) == seen:
+                return
+            seen = len(self._jobs)
+
+    def _admit_waiting(self) -> list[Seq]:
         """Jobs from the queue that fit now (called with ``_wake`` held), in order."""
-        started: list[_Seq] = []
+        started: list[Seq] = []
         for job in [j for j in self._jobs if j.cancelled.is_set()]:  # left while waiting
             self._jobs.remove(job)
             job.emit(Finished(len(job.prompt_tokens), 0))
             self._release()
         reserved = sum(s.reserved for s in self._running)
-        while self._jobs and self._free_ids:
+        while self._jobs and self._slots.free:
             job = self._jobs[0]
             need = len(job.prompt_tokens) + job.max_tokens
             if self.unified and self._running and reserved + need > self.n_ctx:
                 break  # waits for cells: first come, first served
             self._jobs.pop(0)
             reserved += need
-            seq = _Seq(job, self._free_ids.pop(0), 0, None, need)
+            alone = self._alone_job(job)
+            seq_id, kept = self._slots.take(job.prompt_tokens, alone=alone,
+                                            reuse=not (alone or self.unified))
+            seq = Seq(job, seq_id, 0, None, need, kept=kept)
             self._running.append(seq)
             started.append(seq)
         return started
@@ -205,28 +212,30 @@ class BatchedEngine(LocalEngine):
         with self._admit_lock:
             self._admitted -= 1
 
-    def _start_choice(self, seq: _Seq) -> None:
-        """Set ``seq`` up for its choice ``seq.index``: sampler, and a shared prefix if any."""
+    def _start_choice(self, seq: Seq) -> None:
+        """Set ``seq`` up for its choice ``seq.index``: sampler, and the prompt tokens its cache
+        holds (``seq.kept``) or it copies from another sequence (shared cache), if any."""
         import llama_cpp
 
         p = seq.job.params
         seed = p.seed + seq.index if p.seed is not None else random.getrandbits(31)
-        seq.sampler = _sampler_chain(self._llm.n_vocab(), p.temperature, p.top_k, p.top_p,
-                                     p.repeat_penalty, p.frequency_penalty, p.presence_penalty,
-                                     seed)
-        seq.read = seq.count = 0
-        seq.last = -1
-        seq.pending = ""
-        seq.at_start = p.trim
-        seq.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        seq.sampler = sampler_chain(self._llm.n_vocab(), p.temperature, p.top_k, p.top_p,
+                                    p.repeat_penalty, p.frequency_penalty, p.presence_penalty,
+                                    seed)
+        seq.restart(p.trim)
+        if seq.kept:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, seq.kept, -1)
+            seq.read, seq.kept = seq.kept, 0
+            self.prefix_tokens_reused += seq.read
+            return
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         prompt = seq.job.prompt_tokens
-        best: _Seq | None = None
+        best: Seq | None = None
         shared = 0
         for other in self._running if self.unified else ():
             if other is seq or (self._n_swa and other.n_past >= self._n_swa):
                 continue
-            k = _common_prefix(prompt, other.job.prompt_tokens, other.read)
+            k = common_prefix(prompt, other.job.prompt_tokens, other.read)
             if k > shared:
                 best, shared = other, k
         shared = min(shared, len(prompt) - 1)  # the last prompt token is evaluated for logits
@@ -240,22 +249,33 @@ class BatchedEngine(LocalEngine):
             if seq.job.cancelled.is_set():
                 self._end_job(seq)
 
-    def _end_job(self, seq: _Seq, error: BaseException | None = None) -> None:
-        """Free ``seq``'s cells and slot; the job is over (finished, cancelled or failed)."""
+    def _end_job(self, seq: Seq, error: BaseException | None = None) -> None:
+        """Free ``seq``'s slot, its cache kept for a later prompt that begins alike (per-sequence
+        caches, and only while the cache still starts at position 0: sliding-window layers
+        could have dropped cells); the job is over (finished, cancelled or failed)."""
         import llama_cpp
 
-        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        held = None
+        if error is None and not self.unified and self._holds_start(seq.seq_id):
+            held = seq.job.prompt_tokens[:seq.read] + seq.fed
+        else:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         if seq.sampler is not None:
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
         with self._wake:
             self._running.remove(seq)
-            self._free_ids.append(seq.seq_id)
+            self._slots.release(seq.seq_id, held)
         if error is not None:
             seq.job.emit(error)
         else:
             seq.job.emit(Finished(len(seq.job.prompt_tokens), seq.job.completion_tokens))
         self._release()
+
+    def _holds_start(self, seq_id: int) -> bool:
+        import llama_cpp
+
+        return int(llama_cpp.llama_memory_seq_pos_min(self._mem, seq_id)) == 0
 
     def _step(self) -> None:
         """One round: one batch for the sequences that share, then (per-sequence caches) one
@@ -265,25 +285,59 @@ class BatchedEngine(LocalEngine):
         decoding = any(s.last >= 0 for s in running)
         shared = [s for s in running if not self._alone(s)]
         if shared:
+            if not self.unified:
+                self._close_gaps(shared)
             self._decode(shared, PREFILL_CHUNK if decoding else N_BATCH)
         for seq in running:
             if self._alone(seq) and seq in self._running:
                 # Read like Llama.eval: in n_batch chunks, alone, whatever the others do.
                 self._decode([seq], N_BATCH)
 
-    def _alone(self, seq: _Seq) -> bool:
-        return not self.unified and seq.job.params.seed is not None
+    def _close_gaps(self, shared: list[Seq]) -> None:
+        """Move the highest sharing sequence into a free id between the others until their
+        ids are consecutive, so that their step is one pass over the weights, not one per run
+        of consecutive ids (see ``_decode``). A move copies the sequence's whole cache stream
+        once (``llama_memory_seq_cp``, at the next decode): about what one extra pass costs."""
+        import llama_cpp
 
-    def _decode(self, seqs: list[_Seq], budget: int) -> None:
+        while True:
+            ids = sorted(s.seq_id for s in shared)
+            with self._wake:
+                gaps = [i for i in self._slots.free if ids[0] < i < ids[-1]]
+                if not gaps:
+                    return
+                target = min(gaps)
+                self._slots.claim(target)
+                top = next(s for s in shared if s.seq_id == ids[-1])
+                llama_cpp.llama_memory_seq_cp(self._mem, top.seq_id, target, -1, -1)
+                llama_cpp.llama_memory_seq_rm(self._mem, top.seq_id, -1, -1)
+                self._slots.release(top.seq_id)
+                top.seq_id = target
+                self.sequences_moved += 1
+
+    def _alone(self, seq: Seq) -> bool:
+        return self._alone_job(seq.job)
+
+    def _alone_job(self, job: Job) -> bool:
+        return not self.unified and job.params.seed is not None
+
+    def _decode(self, seqs: list[Seq], budget: int) -> None:
         """Decode the next token of every decoding sequence in ``seqs`` and up to ``budget``
-        prompt tokens of those still reading their prompt, then sample."""
+        prompt tokens of those still reading their prompt (first come, first served), then
+        sample.
+
+        The batch lists its tokens by sequence id. With a cache per sequence llama.cpp splits
+        a batch into micro-batches that each hold consecutive, increasing sequence ids only
+        (``llama_batch_allocr::split_equal``, sequential), and every micro-batch is a pass
+        over all the weights: 4 decode tokens in the order 3, 2, 1, 0 cost 2.5x the same
+        tokens in the order 0, 1, 2, 3 (``bench/decode_ceiling.py --order``)."""
         import llama_cpp
 
         batch = self._batch
-        rows: list[tuple[_Seq, int]] = []  # sequences to sample, and their row in the batch
+        rows: list[tuple[Seq, int]] = []  # sequences to sample, and their row in the batch
         n = 0
 
-        def add(seq: _Seq, token: int, pos: int, logits: bool) -> None:
+        def add(seq: Seq, token: int, pos: int, logits: bool) -> None:
             nonlocal n
             batch.token[n] = token
             batch.pos[n] = pos
@@ -294,19 +348,21 @@ class BatchedEngine(LocalEngine):
                 rows.append((seq, n))
             n += 1
 
+        budget = min(budget, N_BATCH - sum(1 for s in seqs if s.last >= 0))
+        takes: dict[Seq, int] = {}  # prompt tokens each reading sequence reads now
         for seq in seqs:
+            if seq.last < 0 and budget > 0:
+                takes[seq] = min(budget, len(seq.job.prompt_tokens) - seq.read)
+                budget -= takes[seq]
+        for seq in sorted(seqs, key=lambda s: s.seq_id):
             if seq.last >= 0:
                 add(seq, seq.last, seq.n_past - 1, True)  # the sampled token is not in yet
-        budget = min(budget, N_BATCH - n)
-        for seq in seqs:
-            if seq.last >= 0 or budget <= 0:
-                continue
-            prompt = seq.job.prompt_tokens
-            take = min(budget, len(prompt) - seq.read)
-            for i in range(seq.read, seq.read + take):
-                add(seq, prompt[i], i, i == len(prompt) - 1)
-            seq.read += take
-            budget -= take
+                seq.fed.append(seq.last)
+            elif seq in takes:
+                prompt = seq.job.prompt_tokens
+                for i in range(seq.read, seq.read + takes[seq]):
+                    add(seq, prompt[i], i, i == len(prompt) - 1)
+                seq.read += takes[seq]
         if n == 0:
             return
         batch.n_tokens = n
@@ -318,7 +374,7 @@ class BatchedEngine(LocalEngine):
             token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row))
             self._take(seq, token)
 
-    def _take(self, seq: _Seq, token: int) -> None:
+    def _take(self, seq: Seq, token: int) -> None:
         """Handle one sampled token of ``seq``: emit text, or end the choice."""
         import llama_cpp
 
@@ -333,78 +389,27 @@ class BatchedEngine(LocalEngine):
         llm = self._llm
         finish: str | None = None
         stops = p.stop
-        if token == llm.token_eos() or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+        eog = token == llm.token_eos() or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
+        if eog or seq.add(llm.detokenize([token], special=False), stops):
             finish = "stop"
-        else:
-            seq.pending += seq.decoder.decode(llm.detokenize([token], special=False))
-            if stops:
-                cut = min((i for i in (seq.pending.find(s) for s in stops) if i >= 0),
-                          default=-1)
-                if cut >= 0:
-                    seq.pending = seq.pending[:cut]
-                    finish = "stop"
-            if finish is None and seq.count >= job.max_tokens:
-                finish = "length"
-            if finish is None and seq.n_past >= self.n_ctx:
-                finish = "length"
+        elif seq.count >= job.max_tokens or seq.n_past >= self.n_ctx:
+            finish = "length"
         if finish is None:
-            safe = (len(seq.pending) - _partial_stop(seq.pending, stops) if stops
-                    else len(seq.pending))
-            if p.trim:
-                safe = len(seq.pending[:safe].rstrip())
-            if safe > 0:
-                text, seq.pending = seq.pending[:safe], seq.pending[safe:]
-                if seq.at_start:
-                    text = text.lstrip()
-                    seq.at_start = not text
-                if text:
-                    job.emit(Piece(seq.index, text))
+            text = seq.ready(stops, p.trim)
+            if text:
+                job.emit(Piece(seq.index, text))
             seq.last = token
             return
-        pending = seq.pending + seq.decoder.decode(b"", final=True)
-        if p.trim:
-            pending = pending.strip() if seq.at_start else pending
-            pending = pending.rstrip() if finish == "stop" else pending
-        job.emit(Piece(seq.index, pending, finish))
+        job.emit(Piece(seq.index, seq.rest(p.trim, finish), finish))
         if seq.index + 1 < p.n and not job.cancelled.is_set():
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
             seq.index += 1
+            if not (self._alone(seq) or self.unified) and self._holds_start(seq.seq_id):
+                seq.kept = min(seq.read, len(job.prompt_tokens) - 1)  # its own prompt
             self._start_choice(seq)
         else:
             self._end_job(seq)
-
-
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _sampler_chain(n_vocab: int, temperature: float, top_k: int, top_p: float,
-                   repeat_penalty: float, frequency_penalty: float, presence_penalty: float,
-                   seed: int) -> Any:
-    """The chain ``Llama.generate`` builds for these settings (min_p 0, typical_p 1)."""
-    import llama_cpp
-
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = llama_cpp.llama_sampler_chain_add
-    add(chain, llama_cpp.llama_sampler_init_penalties(
-        n_vocab, PENALTY_LAST_N, repeat_penalty, frequency_penalty, presence_penalty))
-    if temperature < 0.0:
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    elif temperature == 0.0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-    else:
-        add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
-        add(chain, llama_cpp.llama_sampler_init_typical(1.0, 1))
-        add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_min_p(0.0, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
 
 
 def make_engine(model_path: str | Callable[[], str], *, parallel: int, n_ctx: int,
