@@ -405,3 +405,21 @@ def test_virtual_key_limits_hold_on_the_other_dialects(gateway: ServerThread, pa
     assert other.status_code in (403, 404, 429)
     time.sleep(0.2)
     assert usage(gateway.url, key=key["id"], group_by="key")[0]["requests"] == 1
+
+
+def test_a_budget_period_ends_at_the_next_period_start() -> None:
+    """Retry-After for a spent budget: the exact next UTC midnight / first of the month, also
+    just after midnight (counting in hours from now overshot it by up to an hour)."""
+    from datetime import UTC, datetime
+
+    from sluicegate.keys.model import period_end
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+    assert period_end("daily", at("2026-12-02T00:06:00")) - at("2026-12-02T00:06:00") == 86_040
+    assert period_end("daily", at("2026-12-31T23:59:59")) == at("2027-01-01T00:00:00")
+    assert period_end("monthly", at("2026-12-31T23:59:59")) == at("2027-01-01T00:00:00")
+    assert period_end("monthly", at("2026-02-15T12:00:00")) == at("2026-03-01T00:00:00")
+    with pytest.raises(ValueError):
+        period_end("total")

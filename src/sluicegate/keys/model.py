@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import InvalidRequestError
 
 __all__ = ["SECRET_PREFIX", "KeyCreate", "KeyRecord", "KeyUpdate", "bad_body", "hash_secret",
-           "model_allowed", "new_id", "new_secret", "period_id"]
+           "model_allowed", "new_id", "new_secret", "period_end", "period_id"]
 
 SECRET_PREFIX = "sk-sg-"
 Period = Literal["total", "daily", "monthly"]
@@ -77,6 +77,18 @@ def period_start(period: str, now: float | None = None) -> float:
     if period == "monthly":
         start = start.replace(day=1)
     return start.timestamp()
+
+
+def period_end(period: str, now: float | None = None) -> float:
+    """When the current daily or monthly budget period ends: the next UTC midnight, or the
+    first of the next month (epoch s). Raises ``ValueError`` for ``total`` (it never ends)."""
+    if period == "total":
+        raise ValueError("a total budget has no period end")
+    start = datetime.fromtimestamp(period_start(period, now), UTC)
+    if period == "daily":
+        return (start + timedelta(days=1)).timestamp()
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.replace(year=year, month=month).timestamp()
 
 
 class _Limits(BaseModel):

@@ -36,7 +36,7 @@ from ..schemas import ChatRequest, CompletionRequest
 from ..state import StateUnavailable
 from ..tokens import counter_for
 from .limits import Ask, Decision, Limiter, limit_headers
-from .model import KeyRecord, hash_secret, model_allowed, period_id, period_start
+from .model import KeyRecord, hash_secret, model_allowed, period_end, period_id, period_start
 from .prices import cost_usd, prices_for
 from .store import KeyStore, Ledger, UsageRecord
 
@@ -193,10 +193,7 @@ class KeyService:
             retry: float | None = None
             if key.budget_period != "total":
                 now = self._clock()
-                nxt = now + 1
-                while period_id(key.budget_period, nxt) == ask.period:
-                    nxt += 3600  # the next period's start, to the hour
-                retry = nxt - now
+                retry = period_end(key.budget_period, now) - now
             return LimitExceededError(
                 f"This key's {key.budget_period} budget of ${key.budget_usd:g} is spent "
                 "(or this request's worst-case cost would exceed it).",
