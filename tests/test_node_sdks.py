@@ -289,7 +289,7 @@ def test_readme_javascript_example_runs(local_gateway: tuple[ServerThread, Any],
     blocks = re.findall(r"```js\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     example = next(block for block in blocks if "streamText" in block)
     server, _ = local_gateway
-    code = example.replace("http://localhost:8080/v1", server.url + "/v1")
+    code = example.replace("http://localhost:8400/v1", server.url + "/v1")
     assert code != example
     # An --eval module resolves its imports from the working directory: tests/node's packages.
     result = subprocess.run([node_sdks, "--input-type=module", "--eval", code], cwd=NODE_DIR,
